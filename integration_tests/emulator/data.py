@@ -1,0 +1,621 @@
+"""Deterministic dataset, SQLite store, ground truth and mutations.
+
+Everything here is a pure function of ``(seed, events, base_time, span_days)`` until a mutation is
+applied. Events and persons live in SQLite (cached on disk, keyed by those parameters, so a second
+start is instant); the smaller CRUD resources live in memory (see ``resources.py``).
+
+Shape of the data (posthog-api.md § 3.2, § 3.3, § 4.2):
+- events: ``uuid`` (UUIDv7-like), ``event``, ``timestamp`` (microseconds, UTC), ``distinct_id``,
+  ``properties`` (JSON text, ~30 keys, ~1 KB, stored and served as a string), ``elements_chain``,
+  ``person_id``, ``created_at`` (ingestion time; ~1 % of events arrive hours to days late);
+  ~10 % of events share their exact timestamp with others (bursts of 2..50);
+- persons: ``id == uuid`` (the ActorsQuery serializer), ``distinct_ids``, properties, ``created_at``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import sqlite3
+import threading
+import time
+import uuid as uuid_mod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from . import timeutil as tu
+from .keys import PROJECT_ID, SECOND_PROJECT_ID
+from .resources import Resources
+
+SCHEMA_VERSION = 3
+MAX_CACHED_FILES = 6
+_BATCH = 10_000
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE events (
+    team_id INTEGER NOT NULL,
+    uuid TEXT NOT NULL,
+    event TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    distinct_id TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    elements_chain TEXT NOT NULL,
+    person_id TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE persons (
+    team_id INTEGER NOT NULL,
+    id TEXT NOT NULL PRIMARY KEY,
+    pk INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    is_identified INTEGER NOT NULL,
+    distinct_ids TEXT NOT NULL,
+    last_seen_at TEXT
+);
+"""
+INDEXES = """
+CREATE UNIQUE INDEX events_uuid ON events(uuid);
+CREATE INDEX events_timestamp_uuid ON events(team_id, timestamp, uuid);
+CREATE INDEX events_created_at ON events(team_id, created_at);
+CREATE INDEX persons_created_at ON persons(team_id, created_at, id);
+"""
+
+# --------------------------------------------------------------------------------------------
+# Parameters and cache location
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """The parameters the generated data is a pure function of."""
+
+    events: int
+    seed: int
+    base_time: datetime  # aware, UTC
+    span_days: float
+
+    def cache_name(self) -> str:
+        ident = f"v{SCHEMA_VERSION}|{self.events}|{self.seed}|{tu.to_db(self.base_time)}|{self.span_days!r}"
+        return "posthog-emu-" + hashlib.sha1(ident.encode()).hexdigest()[:20] + ".sqlite"
+
+
+def default_data_dir() -> Path:
+    """``<repo>/.emulator-cache/`` (the repository root is two levels above this package)."""
+    return Path(__file__).resolve().parents[2] / ".emulator-cache"
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks of realistic events
+# --------------------------------------------------------------------------------------------
+
+EVENT_WEIGHTS = (
+    ("$pageview", 40), ("$autocapture", 22), ("$pageleave", 10), ("$identify", 3), ("$web_vitals", 5),
+    ("$rageclick", 1), ("signed_up", 2), ("added_to_cart", 4), ("purchase_completed", 3),
+    ("feature_used", 6), ("search_performed", 4),
+)
+_EVENT_TABLE = [name for name, w in EVENT_WEIGHTS for _ in range(w)]  # 100 slots
+
+PATHS = (
+    "/", "/pricing", "/features", "/blog", "/blog/launch-week", "/blog/how-we-scale", "/docs", "/docs/api",
+    "/docs/getting-started", "/signup", "/login", "/dashboard", "/dashboard/insights", "/settings",
+    "/settings/billing", "/settings/team", "/projects", "/projects/new", "/checkout", "/checkout/confirm",
+    "/cart", "/search", "/products/widget-pro", "/products/widget-lite", "/about", "/careers", "/contact",
+    "/integrations", "/changelog", "/status", "/support", "/account", "/invite", "/onboarding/1",
+    "/onboarding/2", "/onboarding/3", "/reports", "/reports/weekly", "/notifications", "/help",
+)
+_ENV = (  # (os, os_version, browser, browser_version, device, screen w, screen h, user agent)
+    ("Mac OS X", "14.5.0", "Chrome", 126, "Desktop", 1728, 1117,
+     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"),
+    ("Windows", "10.0", "Chrome", 125, "Desktop", 1920, 1080,
+     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/125.0.0.0 Safari/537.36"),
+    ("Windows", "10.0", "Edge", 126, "Desktop", 1536, 864,
+     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36 Edg/126.0.0.0"),
+    ("Mac OS X", "14.4.1", "Safari", 17, "Desktop", 1440, 900,
+     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15"),
+    ("iOS", "17.5.1", "Mobile Safari", 17, "Mobile", 390, 844,
+     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"),
+    ("Android", "14.0.0", "Chrome", 126, "Mobile", 412, 915,
+     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36"),
+    ("Linux", "", "Firefox", 127, "Desktop", 2560, 1440,
+     "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0"),
+    ("Windows", "10.0", "Firefox", 126, "Desktop", 1366, 768,
+     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0"),
+)
+_GEO = (
+    ("US", "San Francisco", "America/Los_Angeles", "en-US"), ("US", "New York", "America/New_York", "en-US"),
+    ("GB", "London", "Europe/London", "en-GB"), ("DE", "Berlin", "Europe/Berlin", "de-DE"),
+    ("FR", "Paris", "Europe/Paris", "fr-FR"), ("BR", "São Paulo", "America/Sao_Paulo", "pt-BR"),
+    ("IN", "Bengaluru", "Asia/Kolkata", "en-IN"), ("JP", "Tokyo", "Asia/Tokyo", "ja-JP"),
+)
+_REFERRERS = (("$direct", "$direct"), ("https://www.google.com/", "www.google.com"),
+              ("https://news.ycombinator.com/", "news.ycombinator.com"), ("https://t.co/", "t.co"))
+ELEMENT_CHAINS = (
+    'button.btn.btn-primary:attr__class="btn btn-primary"nth-child="2"nth-of-type="1"text="Sign up";'
+    'div.hero:attr__class="hero"nth-child="1"nth-of-type="1";body:nth-child="2"nth-of-type="1"',
+    'a.nav-link:attr__class="nav-link"attr__href="/pricing"href="/pricing"nth-child="3"nth-of-type="3"text="Pricing";'
+    'nav.navbar:attr__class="navbar"nth-child="1"nth-of-type="1";body:nth-child="2"nth-of-type="1"',
+    'span:nth-child="1"nth-of-type="1"text="Add to cart";button.add-to-cart:attr__class="add-to-cart"'
+    'attr__data-sku="WDG-PRO"nth-child="4"nth-of-type="2";div.product:attr__class="product"nth-child="2"nth-of-type="2"',
+    'input#search:attr__id="search"attr__type="text"nth-child="1"nth-of-type="1";form.search-form:'
+    'attr__class="search-form"nth-child="2"nth-of-type="1"',
+    'a:attr__href="/docs/api"href="/docs/api"nth-child="5"nth-of-type="5"text="API reference";ul.sidebar:'
+    'attr__class="sidebar"nth-child="1"nth-of-type="1";aside:nth-child="1"nth-of-type="1"',
+    'button:nth-child="1"nth-of-type="1"text="Save changes";form#settings:attr__id="settings"nth-child="2"nth-of-type="1"',
+)
+_EXTRA_PROPS = {
+    "$autocapture": {"$event_type": "click", "$ce_version": 1, "$el_text": "Sign up"},
+    "$rageclick": {"$event_type": "click", "$ce_version": 1},
+    "$pageleave": {"$prev_pageview_duration": "@@N@@", "$prev_pageview_max_scroll_percentage": 0.82},
+    "$identify": {"$anon_distinct_id": "@@D@@", "$set": {"email_verified": True, "plan": "pro"}},
+    "$web_vitals": {"$web_vitals_LCP_value": "@@N@@", "$web_vitals_CLS_value": 0.02, "$web_vitals_FCP_value": 812.4},
+    "signed_up": {"plan": "free", "source": "landing_page", "referral_code": None},
+    "added_to_cart": {"sku": "WDG-PRO", "quantity": 2, "price": "@@N@@", "currency": "USD"},
+    "purchase_completed": {"order_id": "@@I@@", "revenue": "@@N@@", "currency": "USD", "items": 3, "coupon": None},
+    "feature_used": {"feature": "insights_export", "duration_ms": "@@N@@", "is_first_time": False},
+    "search_performed": {"query_length": 12, "results_count": "@@N@@", "filters_applied": True},
+}
+_STRING_SLOTS = ("U", "P", "S", "W", "I", "X", "D")  # inside JSON quotes
+_NUMBER_SLOTS = ("T", "N")  # bare JSON numbers
+
+
+def _build_templates(seed: int) -> dict[str, list[str]]:
+    """Per event name, 16 JSON templates (environment x geo) with ``%(slot)s`` placeholders."""
+    rng = random.Random(f"{seed}/templates")
+    templates: dict[str, list[str]] = {}
+    for name, _ in EVENT_WEIGHTS:
+        variants = []
+        for v in range(16):
+            os_name, os_ver, browser, bver, device, sw, sh, ua = _ENV[v % len(_ENV)]
+            cc, city, tz, lang = _GEO[(v * 3 + len(name)) % len(_GEO)]
+            ref, refdom = _REFERRERS[(v + len(name)) % len(_REFERRERS)]
+            props: dict[str, Any] = {
+                "$os": os_name, "$os_version": os_ver, "$browser": browser, "$browser_version": bver,
+                "$device_type": device, "$raw_user_agent": ua, "$browser_language": lang,
+                "$current_url": "@@U@@", "$host": "app.example.com", "$pathname": "@@P@@",
+                "$screen_height": sh, "$screen_width": sw, "$viewport_height": sh - 120, "$viewport_width": sw,
+                "$lib": "web", "$lib_version": "1.139.2", "$insert_id": "@@I@@", "$time": "@@T@@",
+                "distinct_id": "@@X@@", "$device_id": "@@D@@", "$session_id": "@@S@@", "$window_id": "@@W@@",
+                "$referrer": ref, "$referring_domain": refdom, "$geoip_country_code": cc,
+                "$geoip_city_name": city, "$geoip_time_zone": tz, "$timezone": tz,
+                "token": "phc_emu2Defaultprojecttoken0000000000000000",
+                "$is_identified": rng.random() < 0.6, "$process_person_profile": True,
+                "$feature_flags": {"new-checkout": v % 2 == 0, "pricing-test": ("control", "test")[v % 2]},
+                "$active_feature_flags": ["new-checkout"] if v % 2 == 0 else [],
+            }
+            props.update(_EXTRA_PROPS.get(name, {}))
+            text = orjson.dumps(props).decode().replace("%", "%%")
+            for slot in _STRING_SLOTS:
+                text = text.replace(f"@@{slot}@@", f"%({slot})s")
+            for slot in _NUMBER_SLOTS:
+                text = text.replace(f'"@@{slot}@@"', f"%({slot})s")
+            variants.append(text)
+        templates[name] = variants
+    return templates
+
+
+def uuid7_text(ms: int, rand74: int) -> str:
+    """A UUIDv7-shaped string: 48-bit millisecond timestamp, version 7, variant 10, 74 random bits."""
+    ra, rb = rand74 >> 62, rand74 & ((1 << 62) - 1)
+    return "%08x-%04x-7%03x-%04x-%012x" % (ms >> 16, ms & 0xFFFF, ra, 0x8000 | (rb >> 48), rb & 0xFFFFFFFFFFFF)
+
+
+class EventFactory:
+    """Builds event rows ``(team_id, uuid, event, timestamp, distinct_id, properties, elements_chain,
+    person_id, created_at)`` from a timestamp, using precomputed property templates."""
+
+    def __init__(self, seed: int, persons: list[tuple[str, list[str]]]):
+        self.templates = _build_templates(seed)
+        self.persons = persons  # (person uuid, distinct_ids)
+        self.seen: set[str] = set()
+
+    def row(self, rng: random.Random, team_id: int, ts_us: int, created_us: int) -> tuple:
+        rnd = rng.random
+        person_uuid, dids = self.persons[int(len(self.persons) * rnd() * rnd())]
+        name = _EVENT_TABLE[int(rnd() * 100)]
+        if len(dids) > 1 and (name == "$identify" or rnd() < 0.7):
+            distinct_id = dids[0]
+        else:
+            distinct_id = dids[-1]
+        ms = ts_us // 1000
+        uid = uuid7_text(ms, rng.getrandbits(74))
+        while uid in self.seen:
+            uid = uuid7_text(ms, rng.getrandbits(74))
+        self.seen.add(uid)
+        pidx = hash(person_uuid) & 0xFFFFFF if False else int(person_uuid[-6:], 16)
+        bucket_ms = (ts_us // 1_800_000_000) * 1_800_000
+        path = PATHS[int(rnd() * len(PATHS))]
+        tmpl = self.templates[name][int(rnd() * 16)]
+        props = tmpl % {
+            "U": "https://app.example.com" + path,
+            "P": path,
+            "S": "%08x-%04x-7%03x-8%03x-%012x" % (bucket_ms >> 16, bucket_ms & 0xFFFF, pidx & 0xFFF, pidx >> 12 & 0xFFF, pidx),
+            "W": "%08x-%04x-7%03x-9%03x-%012x" % (bucket_ms >> 16, bucket_ms & 0xFFFF, pidx & 0xFFF, pidx >> 12 & 0xFFF, pidx),
+            "I": uid[24:] + uid[9:13],
+            "X": distinct_id,
+            "D": dids[-1],
+            "T": ts_us / 1e6,
+            "N": round(rnd() * 500, 2),
+        }
+        chain = ELEMENT_CHAINS[int(rnd() * len(ELEMENT_CHAINS))] if name in ("$autocapture", "$rageclick") else ""
+        return (team_id, uid, name, tu.us_to_db(ts_us), distinct_id, props, chain, person_uuid, tu.us_to_db(created_us))
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+def _tie_bursts(rng: random.Random, n: int, lo_us: int, hi_us: int) -> list[int]:
+    """n timestamps in [lo, hi]; ~10 % of them in bursts of 2..50 sharing one exact timestamp."""
+    out: list[int] = []
+    in_bursts = round(n * 0.10) if n >= 20 else min(n, 4)
+    while in_bursts >= 2:
+        k = rng.randint(2, min(50, in_bursts))
+        if in_bursts - k == 1:
+            k += 1 if k < 50 else -1
+        t = rng.randint(lo_us, hi_us)
+        out.extend([t] * k)
+        in_bursts -= k
+    out.extend(rng.randint(lo_us, hi_us) for _ in range(n - len(out)))
+    out.sort()
+    return out
+
+
+def _person_rows(rng: random.Random, team_id: int, n: int, first_pk: int, base_us: int, span_us: int) -> list[tuple]:
+    """Person rows; ``created_at`` spread before and across the events span, ~10 % sharing a created_at."""
+    rows = []
+    lo = base_us - span_us - 90 * 86_400_000_000
+    hi = base_us - 3_600_000_000
+    created = _tie_bursts(rng, n, lo, hi)
+    rng.shuffle(created)
+    prefix = "user" if team_id == PROJECT_ID else f"p{team_id}_user"
+    seen: set[str] = set()
+    for i, c_us in enumerate(created):
+        pid = uuid7_text(c_us // 1000, rng.getrandbits(74))
+        while pid in seen:
+            pid = uuid7_text(c_us // 1000, rng.getrandbits(74))
+        seen.add(pid)
+        device = uuid7_text(c_us // 1000 - 1, rng.getrandbits(74))
+        identified = rng.random() < 0.6
+        env = _ENV[rng.randrange(len(_ENV))]
+        geo = _GEO[rng.randrange(len(_GEO))]
+        props: dict[str, Any] = {
+            "$initial_browser": env[2], "$initial_os": env[0], "$initial_device_type": env[4],
+            "$initial_referring_domain": _REFERRERS[rng.randrange(len(_REFERRERS))][1],
+            "$initial_current_url": "https://app.example.com" + PATHS[rng.randrange(len(PATHS))],
+            "$geoip_country_code": geo[0], "$geoip_city_name": geo[1],
+            "plan": ("free", "pro", "enterprise")[rng.randrange(3)],
+            "signup_count": rng.randint(0, 5), "is_beta_tester": rng.random() < 0.2,
+        }
+        if identified:
+            dids = [f"{prefix}_{i}", device]
+            props = {"email": f"{prefix}{i}@example.com", "name": f"User {i}", **props}
+        else:
+            dids = [device]
+        last_seen = min(base_us, c_us + rng.randint(0, 40 * 86_400_000_000))
+        rows.append((team_id, pid, first_pk + i, tu.us_to_db(c_us), orjson.dumps(props).decode(),
+                     int(identified), orjson.dumps(dids).decode(), tu.us_to_db(last_seen)))
+    return rows
+
+
+def persons_count(events: int) -> int:
+    """≈ events / 20, at least 50."""
+    return max(50, events // 20)
+
+
+def build_database(path: Path, params: DataParams) -> None:
+    """Generate the SQLite file for ``params`` (atomically: temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    if tmp.exists():
+        tmp.unlink()
+    conn = sqlite3.connect(tmp)
+    try:
+        conn.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;" + SCHEMA)
+        base_us = tu.dt_to_us(params.base_time)
+        span_us = int(params.span_days * 86_400_000_000)
+        rng = random.Random(f"{params.seed}/persons")
+        p2 = _person_rows(rng, PROJECT_ID, persons_count(params.events), 1, base_us, span_us)
+        p3 = _person_rows(rng, SECOND_PROJECT_ID, 5, len(p2) + 1, base_us, span_us)
+        conn.executemany("INSERT INTO persons VALUES (?,?,?,?,?,?,?,?)", p2 + p3)
+
+        factory = EventFactory(params.seed, [(r[1], orjson.loads(r[6])) for r in p2])
+        rng = random.Random(f"{params.seed}/events")
+        stamps = _tie_bursts(rng, params.events, base_us - span_us, base_us - 20 * 60_000_000)
+        batch: list[tuple] = []
+        rnd = rng.random
+        for ts in stamps:
+            if rnd() < 0.01:  # ~1 % ingested hours to days after their timestamp
+                created = ts + rng.randint(3_600_000_000, 3 * 86_400_000_000)
+            else:
+                created = ts + int(rnd() * 5_000_000)
+            batch.append(factory.row(rng, PROJECT_ID, ts, max(ts, min(created, base_us))))
+            if len(batch) >= _BATCH:
+                conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", batch)
+                batch.clear()
+        if batch:
+            conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", batch)
+        meta = {"schema": str(SCHEMA_VERSION), "events": str(params.events), "seed": str(params.seed),
+                "base_time": tu.to_db(params.base_time), "span_days": repr(params.span_days),
+                "next_person_pk": str(len(p2) + len(p3) + 1)}
+        conn.executemany("INSERT INTO meta VALUES (?,?)", meta.items())
+        conn.commit()
+        conn.executescript(INDEXES + "PRAGMA analysis_limit=1000; ANALYZE;")
+        conn.commit()
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+    os.replace(tmp, path)
+
+
+def _prune_cache(data_dir: Path, keep: Path) -> None:
+    """Keep the cache bounded: the MAX_CACHED_FILES most recently used datasets survive."""
+    files = sorted(data_dir.glob("posthog-emu-*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[MAX_CACHED_FILES:]:
+        if old != keep:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------------
+
+
+class Store:
+    """SQLite-backed events/persons plus in-memory resources, with copy-on-write mutations.
+
+    The cached file is opened read-only (``immutable=1``). The first mutation copies it to a
+    private working file (removed on :meth:`close`), so the cache always holds pristine data.
+    """
+
+    def __init__(self, params: DataParams, data_dir: Path | str | None = None):
+        self.params = params
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.base_path = self.data_dir / params.cache_name()
+        self.generated = False
+        t0 = time.monotonic()
+        if not self.base_path.exists():
+            build_database(self.base_path, params)
+            self.generated = True
+        self.load_seconds = time.monotonic() - t0
+        os.utime(self.base_path)
+        _prune_cache(self.data_dir, self.base_path)
+        self._path = self.base_path
+        self._read_only = True
+        self._generation = 0
+        self._pool: list[tuple[int, sqlite3.Connection]] = []
+        self._pool_lock = threading.Lock()
+        self.write_lock = threading.RLock()
+        self._writer: sqlite3.Connection | None = None
+        self._work_path: Path | None = None
+        self._mutations = 0
+        with self.read() as conn:
+            self._next_person_pk = int(conn.execute("SELECT value FROM meta WHERE key='next_person_pk'").fetchone()[0])
+            sample = {
+                team: [self._person_summary(r) for r in conn.execute(
+                    "SELECT id, pk, created_at, properties, distinct_ids FROM persons WHERE team_id=? ORDER BY pk LIMIT 300",
+                    (team,))]
+                for team in (PROJECT_ID, SECOND_PROJECT_ID)
+            }
+        self.resources = Resources(params.seed, params.base_time, params.span_days, sample)
+        self._persons_cache: list[tuple[str, list[str]]] | None = None
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        if self._read_only:
+            conn = sqlite3.connect(f"file:{self._path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(self._path, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA query_only=1")
+        conn.execute("PRAGMA cache_size=-65536")
+        return conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A pooled read connection on the current data."""
+        with self._pool_lock:
+            gen = self._generation
+            conn = None
+            while self._pool:
+                g, c = self._pool.pop()
+                if g == gen:
+                    conn = c
+                    break
+                c.close()
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            with self._pool_lock:
+                if gen == self._generation and len(self._pool) < 16:
+                    self._pool.append((gen, conn))
+                    conn = None
+            if conn is not None:
+                conn.close()
+
+    def _writable(self) -> sqlite3.Connection:
+        """Copy-on-write: the first write copies the cached file to a private working file."""
+        with self.write_lock:
+            if self._writer is None:
+                work = self.data_dir / f"work-{os.getpid()}-{uuid_mod.uuid4().hex[:8]}.sqlite"
+                shutil.copyfile(self.base_path, work)
+                self._work_path = work
+                writer = sqlite3.connect(work, check_same_thread=False, timeout=30)
+                writer.execute("PRAGMA journal_mode=WAL")
+                writer.execute("PRAGMA synchronous=OFF")
+                self._writer = writer
+                with self._pool_lock:
+                    self._path = work
+                    self._read_only = False
+                    self._generation += 1
+            return self._writer
+
+    def close(self) -> None:
+        with self._pool_lock:
+            for _, c in self._pool:
+                c.close()
+            self._pool.clear()
+            self._generation += 1
+        with self.write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            if self._work_path is not None:
+                for suffix in ("", "-wal", "-shm"):
+                    try:
+                        os.unlink(str(self._work_path) + suffix)
+                    except OSError:
+                        pass
+                self._work_path = None
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _person_summary(row: tuple) -> dict:
+        pid, pk, created, props, dids = row
+        return {"uuid": pid, "pk": pk, "created_at": created, "properties": orjson.loads(props),
+                "distinct_ids": orjson.loads(dids)}
+
+    def _persons_for_events(self) -> list[tuple[str, list[str]]]:
+        if self._persons_cache is None:
+            with self.read() as conn:
+                self._persons_cache = [
+                    (pid, orjson.loads(dids)) for pid, dids in conn.execute(
+                        "SELECT id, distinct_ids FROM persons WHERE team_id=? ORDER BY pk", (PROJECT_ID,))
+                ]
+        return self._persons_cache
+
+    def event_count(self, team_id: int = PROJECT_ID) -> int:
+        with self.read() as conn:
+            return conn.execute("SELECT count(*) FROM events WHERE team_id=?", (team_id,)).fetchone()[0]
+
+    # -- ground truth ---------------------------------------------------------------------
+
+    STREAMS = ("events", "persons", "projects", "cohorts", "feature_flags", "insights", "annotations", "actions",
+               "session_recordings", "event_definitions", "property_definitions")
+
+    def ground_truth(self, stream: str | None = None, project_id: int = PROJECT_ID) -> Any:
+        """Primary keys of everything the all_access key can read in ``project_id``."""
+        if stream is None:
+            return {s: self.ground_truth(s, project_id) for s in self.STREAMS}
+        if stream not in self.STREAMS:
+            raise KeyError(stream)
+        if stream == "events":
+            with self.read() as conn:
+                return [r[0] for r in conn.execute(
+                    "SELECT uuid FROM events WHERE team_id=? ORDER BY timestamp, uuid", (project_id,))]
+        if stream == "persons":
+            with self.read() as conn:
+                return [r[0] for r in conn.execute(
+                    "SELECT id FROM persons WHERE team_id=? ORDER BY created_at DESC, id DESC", (project_id,))]
+        return self.resources.ground_truth(stream, project_id)
+
+    # -- mutations ------------------------------------------------------------------------
+
+    def add_events(self, rows: list[dict], team_id: int = PROJECT_ID) -> list[str]:
+        """Insert explicit event rows (tests use this to build ties and edge cases)."""
+        now = tu.utcnow()
+        persons = self._persons_for_events()
+        tuples = []
+        for r in rows:
+            ts = tu.parse_datetime(str(r["timestamp"]))
+            created = tu.parse_datetime(str(r["created_at"])) if r.get("created_at") else now
+            uid = str(r.get("uuid") or uuid7_text(tu.dt_to_us(ts) // 1000, random.getrandbits(74))).lower()
+            str(uuid_mod.UUID(uid))  # validates
+            props = r.get("properties", {})
+            props_text = props if isinstance(props, str) else orjson.dumps(props).decode()
+            person_id = r.get("person_id") or persons[0][0]
+            distinct_id = r.get("distinct_id") or persons[0][1][-1]
+            tuples.append((team_id, uid, str(r.get("event", "$pageview")), tu.to_db(ts), str(distinct_id), props_text,
+                           str(r.get("elements_chain", "")), str(person_id), tu.to_db(created)))
+        with self.write_lock:
+            w = self._writable()
+            w.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", tuples)
+            w.commit()
+        return [t[1] for t in tuples]
+
+    def mutate(self, new_events: int = 0, late_events: int = 0, late_events_max_age_days: float = 3,
+               new_annotations: int = 0, updated_annotations: int = 0, new_session_recordings: int = 0,
+               grow_ongoing_recordings: bool = False, new_persons: int = 0) -> dict:
+        """Change the world between two syncs, in real time ("now").
+
+        - new events: timestamps after the current max timestamp and ≤ now − 5 min, created_at = now;
+        - late events: timestamp in [now − late_events_max_age_days, max timestamp − 1 h], created_at = now;
+        - annotations: new ones, and updated ones (content changed, updated_at = now);
+        - session recordings: new ones, and ongoing ones that grow (later end_time, start_time unchanged);
+        - persons: new ones with created_at = now.
+        """
+        with self.write_lock:
+            self._mutations += 1
+            rng = random.Random(f"{self.params.seed}/mutation/{self._mutations}")
+            now = tu.utcnow()
+            now_us = tu.dt_to_us(now)
+            result: dict[str, Any] = {"events": {"new": [], "late": []}, "annotations": {"new": [], "updated": []},
+                                      "session_recordings": {"new": [], "updated": []}, "persons": {"new": []}}
+            if new_persons:
+                result["persons"]["new"] = self._add_persons(rng, new_persons, now_us)
+            if new_events or late_events:
+                self._add_generated_events(rng, new_events, late_events, late_events_max_age_days, now_us, result)
+            if new_annotations or updated_annotations:
+                result["annotations"] = self.resources.mutate_annotations(rng, now, new_annotations, updated_annotations)
+            if new_session_recordings or grow_ongoing_recordings:
+                result["session_recordings"] = self.resources.mutate_recordings(
+                    rng, now, new_session_recordings, grow_ongoing_recordings)
+            return result
+
+    def _add_persons(self, rng: random.Random, n: int, now_us: int) -> list[str]:
+        rows = _person_rows(rng, PROJECT_ID, n, self._next_person_pk, now_us, 0)
+        created = tu.us_to_db(now_us)
+        rows = [(r[0], r[1], r[2], created, r[4], r[5], r[6], created) for r in rows]
+        self._next_person_pk += n
+        w = self._writable()
+        w.executemany("INSERT INTO persons VALUES (?,?,?,?,?,?,?,?)", rows)
+        w.execute("UPDATE meta SET value=? WHERE key='next_person_pk'", (str(self._next_person_pk),))
+        w.commit()
+        self._persons_cache = None
+        return [r[1] for r in rows]
+
+    def _add_generated_events(self, rng, new_events, late_events, max_age_days, now_us, result) -> None:
+        with self.read() as conn:
+            max_ts = conn.execute("SELECT max(timestamp) FROM events WHERE team_id=?", (PROJECT_ID,)).fetchone()[0]
+        max_us = tu.dt_to_us(tu.from_db(max_ts)) if max_ts else now_us - 86_400_000_000
+        factory = EventFactory(self.params.seed + 7919 * self._mutations, self._persons_for_events())
+        with self.read() as conn:
+            pass
+        rows = []
+        hi = now_us - 5 * 60_000_000
+        lo = max_us + 1
+        if hi <= lo:  # the dataset's "now" is ahead of real time: just follow the max timestamp
+            hi = lo + 1000 * max(1, new_events)
+        for ts in sorted(rng.randint(lo, hi) for _ in range(new_events)):
+            rows.append(factory.row(rng, PROJECT_ID, ts, now_us))
+        late_hi = max_us - 3_600_000_000
+        late_lo = now_us - int(max_age_days * 86_400_000_000)
+        if late_lo > late_hi:
+            late_lo = late_hi - int(max_age_days * 86_400_000_000)
+        late_rows = [factory.row(rng, PROJECT_ID, rng.randint(late_lo, late_hi), now_us) for _ in range(late_events)]
+        w = self._writable()
+        existing = {r[0] for r in w.execute(
+            "SELECT uuid FROM events WHERE uuid IN (%s)" % ",".join("?" * len(rows + late_rows)),
+            [r[1] for r in rows + late_rows])} if rows or late_rows else set()
+        if existing:  # astronomically unlikely; keep uuids unique
+            raise RuntimeError(f"uuid collision while mutating: {sorted(existing)[:3]}")
+        w.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows + late_rows)
+        w.commit()
+        result["events"]["new"] = [r[1] for r in rows]
+        result["events"]["late"] = [r[1] for r in late_rows]

@@ -1,0 +1,4 @@
+from source_posthog.run import run
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+MAIN_REQUIREMENTS = [
+    "airbyte-cdk>=7.39,<8",
+    "requests",
+    "pendulum",
+    "jsonschema",
+]
+
+TEST_REQUIREMENTS = [
+    "pytest>=8",
+    "pytest-timeout",
+    "requests-mock",
+    "freezegun",
+]
+
+setup(
+    name="source-posthog",
+    version="0.1.0",
+    description="Airbyte source connector for PostHog: all eleven streams, lossless HogQL events export.",
+    author="source-posthog maintainers",
+    license="MIT",
+    python_requires=">=3.10,<3.14",
+    packages=find_packages(include=["source_posthog", "source_posthog.*"]),
+    install_requires=MAIN_REQUIREMENTS,
+    extras_require={"dev": TEST_REQUIREMENTS},
+    package_data={"source_posthog": ["spec.yaml", "schemas/*.json"]},
+    include_package_data=True,
+    entry_points={"console_scripts": ["source-posthog=source_posthog.run:run"]},
+)

@@ -1,0 +1,3 @@
+from source_posthog.source import SourcePosthog
+
+__all__ = ["SourcePosthog"]

@@ -1,0 +1,216 @@
+"""Config parsing and validation: every error names the field and the fix.
+
+The CDK validates the config against spec.yaml first (types, required keys); this module
+checks what a JSON schema cannot: the host's form, the date's meaning, ranges.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
+
+import pendulum
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from source_posthog import settings
+
+
+class ConfigError(AirbyteTracedException):
+    """A config value is wrong; the message names the field and how to fix it."""
+
+    def __init__(self, field: str, problem: str, fix: str):
+        message = f"Config field '{field}': {problem} {fix}"
+        super().__init__(message=message, internal_message=message, failure_type=FailureType.config_error)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class PostHogConfig:
+    api_key: str
+    project_id: int
+    base_url: str  # scheme://host[:port], no trailing slash
+    anchor_date: pendulum.DateTime
+    events_lookback_window_days: int
+    events_page_size: int
+    request_timeout_seconds: int
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/"
+
+    @property
+    def project_url(self) -> str:
+        return f"{self.base_url}/api/projects/{self.project_id}/"
+
+
+def parse_config(config: Mapping[str, Any], now: Optional[pendulum.DateTime] = None) -> PostHogConfig:
+    now = now or pendulum.now("UTC")
+    return PostHogConfig(
+        api_key=_api_key(config.get("api_key")),
+        project_id=_project_id(config.get("project_id")),
+        base_url=parse_host(config.get("host")),
+        anchor_date=parse_anchor_date(config.get("anchor_date"), now),
+        events_lookback_window_days=_int_in_range(
+            config,
+            "events_lookback_window_days",
+            settings.EVENTS_LOOKBACK_WINDOW_DAYS_DEFAULT,
+            0,
+            settings.EVENTS_LOOKBACK_WINDOW_DAYS_MAX,
+        ),
+        events_page_size=_int_in_range(
+            config,
+            "events_page_size",
+            settings.EVENTS_PAGE_SIZE_DEFAULT,
+            settings.EVENTS_PAGE_SIZE_MIN,
+            settings.EVENTS_PAGE_SIZE_MAX,
+        ),
+        request_timeout_seconds=_int_in_range(
+            config, "request_timeout_seconds", settings.READ_TIMEOUT_SECONDS_DEFAULT, 1, 900
+        ),
+    )
+
+
+def _api_key(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            "api_key",
+            "is missing or empty.",
+            "Create a personal API key in PostHog (Settings → User → Personal API keys) and paste it here.",
+        )
+    key = value.strip()
+    if key.startswith("phc_"):
+        raise ConfigError(
+            "api_key",
+            "is a project API key (phc_…), which only sends events.",
+            "Use a personal API key (phx_…) from Settings → User → Personal API keys.",
+        )
+    return key
+
+
+def _project_id(value: Any) -> int:
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            "project_id",
+            f"must be a positive integer, got {value!r}.",
+            "Copy the Project ID from PostHog's Project settings (the number in /project/<id>/).",
+        )
+    return value
+
+
+def parse_host(value: Any) -> str:
+    """`us.posthog.com`, `https://eu.posthog.com/`, `posthog.example.com/api` → base URL."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = settings.DEFAULT_HOST
+    if not isinstance(value, str):
+        raise ConfigError("host", f"must be a host name or URL, got {value!r}.", "For example us.posthog.com.")
+    raw = value.strip()
+    parts = urlsplit(raw if "://" in raw else f"https://{raw}")
+    scheme, hostname = parts.scheme.lower(), (parts.hostname or "").lower()
+    if scheme not in ("http", "https") or not hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            "host",
+            f"{raw!r} is not a host name or http(s) URL.",
+            "Use us.posthog.com, eu.posthog.com, or your self-hosted domain such as https://posthog.example.com.",
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("host", f"{raw!r} has an invalid port.", "Use host[:port], e.g. posthog.example.com:8000.")
+    if hostname.endswith(".i.posthog.com"):
+        region = hostname.split(".")[0]
+        right = f"{region}.posthog.com" if region in ("us", "eu") else "us.posthog.com or eu.posthog.com"
+        raise ConfigError(
+            "host",
+            f"{hostname} is PostHog's ingestion host, which does not serve the API this connector reads.",
+            f"Use {right} instead.",
+        )
+    if scheme == "http" and not _is_loopback(hostname):
+        raise ConfigError(
+            "host",
+            f"plain http:// is only allowed for local testing (loopback), not for {hostname}: the API key would travel unencrypted.",
+            f"Use https://{hostname}{f':{port}' if port else ''}.",
+        )
+    path = parts.path.rstrip("/")
+    if path.endswith("/api"):
+        path = path[: -len("/api")]
+    netloc = hostname if port is None else f"{hostname}:{port}"
+    if ":" in hostname:  # IPv6 literal
+        netloc = f"[{hostname}]" if port is None else f"[{hostname}]:{port}"
+    return f"{scheme}://{netloc}{path}"
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost" or hostname.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_anchor_date(value: Any, now: pendulum.DateTime) -> pendulum.DateTime:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return (now - settings.DEFAULT_ANCHOR_AGE).start_of("day")
+    fix = "Use a UTC date such as 2025-01-01 or a date-time such as 2025-01-01T00:00:00Z."
+    if not isinstance(value, str):
+        raise ConfigError("anchor_date", f"must be a string, got {value!r}.", fix)
+    try:
+        parsed = pendulum.parse(value.strip(), tz="UTC", strict=False)
+    except (ValueError, pendulum.parsing.exceptions.ParserError) as error:
+        raise ConfigError("anchor_date", f"{value!r} is not a date ({error}).", fix)
+    if not isinstance(parsed, pendulum.DateTime):
+        if isinstance(parsed, pendulum.Date):
+            parsed = pendulum.datetime(parsed.year, parsed.month, parsed.day, tz="UTC")
+        else:
+            raise ConfigError("anchor_date", f"{value!r} is not a date.", fix)
+    parsed = parsed.in_timezone("UTC")
+    if parsed > now:
+        raise ConfigError(
+            "anchor_date",
+            f"{value!r} is in the future, so the incremental streams would read nothing.",
+            f"Use a date before today ({now.to_date_string()}), or leave it empty for one year back.",
+        )
+    return parsed
+
+
+def _int_in_range(config: Mapping[str, Any], field: str, default: int, low: int, high: int) -> int:
+    value = config.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(field, f"must be a whole number from {low} to {high}, got {value!r}.", f"Leave it empty for {default}.")
+    return value
+
+
+def validate_against_spec(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """JSON-schema validation of the whole config, reported as the first field and its fix."""
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.path))
+    if not errors:
+        return
+    error = errors[0]
+    properties = schema.get("properties", {})
+    if error.validator == "required":
+        field = error.message.split("'")[1]
+        problem = "is required but missing."
+    else:
+        field = ".".join(str(part) for part in error.path) or "config"
+        shown = "<secret>" if properties.get(field, {}).get("airbyte_secret") else repr(error.instance)[:60]
+        problem = f"{shown} is invalid: {error.validator} {error.validator_value!r}." if error.validator != "type" else f"{shown} is not of type {error.validator_value}."
+    spec = properties.get(field, {})
+    example = spec.get("examples", [None])[0]
+    fix = spec.get("description", "").split(". ")[0].strip()
+    if example is not None and not spec.get("airbyte_secret"):
+        fix = f"Expected: {fix}. Example: {example!r}." if fix else f"Example: {example!r}."
+    elif fix:
+        fix = f"Expected: {fix}."
+    raise ConfigError(field, problem, fix)

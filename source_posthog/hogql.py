@@ -1,0 +1,83 @@
+"""HogQL text for the events export, with every literal checked and quoted.
+
+Nothing from config or state reaches a query as raw text: timestamps are parsed and
+re-formatted, UUIDs are parsed by `uuid.UUID`, and the string quoting below escapes what
+HogQL's lexer treats specially anyway (backslash and single quote).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Optional, Sequence
+
+EVENT_COLUMNS: Sequence[str] = (
+    "uuid",
+    "event",
+    "timestamp",
+    "distinct_id",
+    "properties",
+    "elements_chain",
+    "person_id",
+    "created_at",
+)
+
+
+def quote_string(value: str) -> str:
+    """A HogQL single-quoted string literal (backslash escapes, as ClickHouse's lexer reads them)."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r").replace("\0", "\\0")
+    return f"'{escaped}'"
+
+
+def datetime_literal(value: datetime) -> str:
+    """`toDateTime64('YYYY-MM-DD HH:MM:SS.ffffff', 6, 'UTC')` from an aware datetime."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime in a HogQL query")
+    text = value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return f"toDateTime64({quote_string(text)}, 6, 'UTC')"
+
+
+def uuid_literal(value: str) -> str:
+    return f"toUUID({quote_string(str(uuid.UUID(str(value))))})"
+
+
+@dataclass(frozen=True)
+class KeysetPosition:
+    """The last (timestamp, uuid) delivered; the next page starts strictly after it.
+
+    `uuid=None` means "from this timestamp inclusive" (no row at it delivered yet).
+    """
+
+    timestamp: datetime
+    uuid: Optional[str] = None
+
+
+def events_page_query(
+    start: datetime,
+    end: datetime,
+    after: Optional[KeysetPosition],
+    limit: int,
+    ingested_after: Optional[datetime] = None,
+) -> str:
+    """One keyset page of events in [start, end), ordered by (timestamp, uuid).
+
+    Rows sharing a timestamp are never skipped: the predicate is on the pair, and `uuid` is
+    unique. `ingested_after` restricts to events PostHog ingested later (`created_at`), for the
+    late-event sweep. Never OFFSET: PostHog refuses it for personal API keys.
+    """
+    conditions = [f"timestamp >= {datetime_literal(start)}", f"timestamp < {datetime_literal(end)}"]
+    if after is not None:
+        at = datetime_literal(after.timestamp)
+        if after.uuid is None:
+            conditions.append(f"timestamp >= {at}")
+        else:
+            conditions.append(f"(timestamp > {at} OR (timestamp = {at} AND uuid > {uuid_literal(after.uuid)}))")
+    if ingested_after is not None:
+        conditions.append(f"created_at > {datetime_literal(ingested_after)}")
+    if not 1 <= limit <= 50_000:
+        raise ValueError(f"LIMIT {limit} outside 1..50000")
+    return (
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(conditions)} "
+        f"ORDER BY timestamp ASC, uuid ASC LIMIT {int(limit)}"
+    )

@@ -1,0 +1,218 @@
+"""The HTTP policy, in one place: pacing, retries, timeouts and the messages of failures.
+
+- Pacing: one shared `HttpAPIBudget` for the whole sync. Every request class gets
+  3 requests/second plus PostHog's per-key limits for its endpoint class (posthog/rate_limit.py:
+  CRUD 480/min + 4800/h, analytics 240/min + 1200/h, query 240/min + 2400/h), so a long sync
+  waits for budget instead of collecting 429s.
+- 429: exponential backoff (5, 10, 20, 40, 80 s), or exactly `Retry-After` when PostHog sends it
+  (it can ask for minutes); at most 5 retries. The query-concurrency 429 has no Retry-After.
+- 5xx, connection resets, truncated bodies and timeouts: linear backoff (5, 10, 15 s), at most
+  3 retries.
+- 401/403/404/400 fail at once with a message that says what to fix.
+- Explicit connect and read timeouts on every request.
+The CDK's HttpClient runs the retry loop; this module only decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import weakref
+from datetime import timedelta
+from typing import Any, Dict, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+import requests
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.sources.streams.call_rate import HttpAPIBudget, HttpRequestRegexMatcher, MovingWindowCallRatePolicy, Rate
+from airbyte_cdk.sources.streams.http.error_handlers import BackoffStrategy, ErrorHandler
+from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from source_posthog import settings
+
+logger = logging.getLogger("airbyte")
+
+ANALYTICS_RESOURCES = ("persons", "events", "insights", "session_recordings")
+_PROJECT_PATH = re.compile(r"/api/(?:projects|environments)/[^/]+/(?P<resource>[a-z_]+)")
+
+
+def endpoint_class(url: str) -> str:
+    """PostHog's throttle class for a URL: 'query', 'analytics' or 'crud'."""
+    match = _PROJECT_PATH.search(urlsplit(url).path)
+    resource = match.group("resource") if match else ""
+    if resource == "query":
+        return "query"
+    if resource in ANALYTICS_RESOURCES:
+        return "analytics"
+    return "crud"
+
+
+def endpoint_name(url: str) -> str:
+    """`GET /api/projects/2/persons/` style name for messages (no query string: it may hold cursors)."""
+    return urlsplit(url).path
+
+
+def rate_limit_scale() -> float:
+    try:
+        return max(float(os.environ.get(settings.RATE_LIMIT_SCALE_ENV, "1")), 1e-6)
+    except ValueError:
+        return 1.0
+
+
+def build_api_budget(scale: Optional[float] = None) -> HttpAPIBudget:
+    """One budget for the whole sync; a policy per endpoint class, each inside PostHog's limits."""
+    scale = scale or rate_limit_scale()
+    patterns = {
+        "query": r"/api/(projects|environments)/[^/]+/query/?$",
+        "analytics": r"/api/(projects|environments)/[^/]+/(persons|events|insights|session_recordings)/?",
+        "crud": r"^/api/",
+    }
+    policies = []
+    for name, pattern in patterns.items():
+        per_minute, per_hour = settings.RATE_LIMITS[name]
+        rates = [
+            Rate(limit=settings.REQUESTS_PER_SECOND, interval=timedelta(seconds=1) / scale),
+            Rate(limit=per_minute, interval=timedelta(minutes=1) / scale),
+            Rate(limit=per_hour, interval=timedelta(hours=1) / scale),
+        ]
+        policies.append(MovingWindowCallRatePolicy(rates=rates, matchers=[HttpRequestRegexMatcher(url_path_pattern=pattern)]))
+    # 429s are handled by the backoff strategy below; PostHog sends no X-RateLimit-* headers.
+    return HttpAPIBudget(policies=policies, status_codes_for_ratelimit_hit=[])
+
+
+def timeouts(read_timeout_seconds: int) -> Tuple[int, int]:
+    return settings.CONNECT_TIMEOUT_SECONDS, read_timeout_seconds
+
+
+def error_detail(response: requests.Response) -> str:
+    """PostHog's drf-exceptions-hog body: {"type", "code", "detail", "attr"}."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or "").strip()[:300] or f"HTTP {response.status_code}"
+    if isinstance(body, dict) and body.get("detail"):
+        return str(body["detail"])
+    return str(body)[:300]
+
+
+class PostHogErrorHandler(ErrorHandler):
+    """Maps a PostHog response to retry/fail, with messages that name the fix.
+
+    `scope` is the personal-API-key scope the stream needs; `project_id` and `host` make 403 and
+    404 messages say which project and host are wrong.
+    """
+
+    def __init__(self, stream_name: str, scope: str, project_id: int, host: str):
+        self.stream_name = stream_name
+        self.scope = scope
+        self.project_id = project_id
+        self.host = host
+
+    @property
+    def max_retries(self) -> Optional[int]:
+        # The CDK's loop must allow the longest schedule; PostHogBackoffStrategy enforces each class's own limit.
+        return settings.RATE_LIMIT_MAX_RETRIES + settings.SERVER_ERROR_MAX_RETRIES
+
+    @property
+    def max_time(self) -> Optional[int]:
+        return 6 * 3600
+
+    def interpret_response(self, response: Optional[Union[requests.Response, Exception]]) -> ErrorResolution:
+        if isinstance(response, Exception):
+            if isinstance(response, requests.RequestException):
+                return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"{type(response).__name__} from PostHog")
+            return ErrorResolution(ResponseAction.FAIL, FailureType.system_error, str(response))
+        if response is None:
+            return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, "no response from PostHog")
+        status = response.status_code
+        if status < 300:
+            return ErrorResolution(ResponseAction.SUCCESS)
+        where = f"{response.request.method} {endpoint_name(response.request.url)}" if response.request is not None else self.stream_name
+        if status == 429:
+            return ErrorResolution(ResponseAction.RATE_LIMITED, FailureType.transient_error, f"PostHog rate limit on {where}: {error_detail(response)}")
+        if status >= 500:
+            return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"PostHog server error {status} on {where}")
+        return ErrorResolution(ResponseAction.FAIL, FailureType.config_error, self.client_error_message(response, where))
+
+    def client_error_message(self, response: requests.Response, where: str) -> str:
+        status, detail = response.status_code, error_detail(response)
+        if status == 401:
+            return (
+                f"PostHog rejected the API key (401 on {where}: {detail}). Check 'api_key': it must be a personal API "
+                f"key (phx_…) created on {self.host} under Settings → User → Personal API keys, not revoked."
+            )
+        if status == 403:
+            if "scope" in detail:
+                fix = f"Give the personal API key the '{self.scope}' scope (or deselect the {self.stream_name} stream)."
+            else:
+                fix = f"Give the personal API key access to project {self.project_id}, or set 'project_id' to a project the key can read."
+            return f"PostHog refused {self.stream_name} (403 on {where}: {detail}). {fix}"
+        if status == 404:
+            return (
+                f"PostHog has no project {self.project_id} on {self.host} (404 on {where}: {detail}). Check 'project_id' "
+                f"(Project settings → Project ID) and 'host' (us.posthog.com for US Cloud, eu.posthog.com for EU Cloud)."
+            )
+        return f"PostHog refused the request for {self.stream_name} ({status} on {where}: {detail})."
+
+
+class RetriesExhausted(AirbyteTracedException):
+    pass
+
+
+class PostHogBackoffStrategy(BackoffStrategy):
+    """429 → exponential or Retry-After, at most 5 retries; 5xx/network → linear, at most 3.
+
+    Attempts are counted per request and per class, so each schedule is exact whatever the mix.
+    """
+
+    def __init__(self, stream_name: str):
+        self.stream_name = stream_name
+        # Weak keys: a request's counters vanish with it, so a reused id() never inherits them.
+        self._attempts: "weakref.WeakKeyDictionary[Any, Dict[str, int]]" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def backoff_time(
+        self, response_or_exception: Optional[Union[requests.Response, requests.RequestException]], attempt_count: int
+    ) -> Optional[float]:
+        request = getattr(response_or_exception, "request", None)
+        is_rate_limit = isinstance(response_or_exception, requests.Response) and response_or_exception.status_code == 429
+        kind = "rate_limit" if is_rate_limit else "server"
+        with self._lock:
+            counts = self._attempts.setdefault(request, {}) if request is not None else {}
+            attempt = counts[kind] = counts.get(kind, 0) + 1
+        limit = settings.RATE_LIMIT_MAX_RETRIES if is_rate_limit else settings.SERVER_ERROR_MAX_RETRIES
+        if attempt > limit:
+            raise self._exhausted(response_or_exception, request, limit)
+        if is_rate_limit:
+            retry_after = _retry_after_seconds(response_or_exception)
+            if retry_after is not None:
+                return min(retry_after, settings.RATE_LIMIT_MAX_WAIT_SECONDS)
+            return settings.RATE_LIMIT_BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)
+        return settings.SERVER_ERROR_BACKOFF_STEP_SECONDS * attempt
+
+    def _exhausted(self, response_or_exception: Any, request: Any, retries: int) -> RetriesExhausted:
+        where = f"{request.method} {endpoint_name(request.url)}" if request is not None else self.stream_name
+        if isinstance(response_or_exception, requests.Response):
+            status = response_or_exception.status_code
+            what = f"HTTP {status} ({error_detail(response_or_exception)})"
+        else:
+            what = type(response_or_exception).__name__
+        failure = FailureType.transient_error
+        message = (
+            f"Stream {self.stream_name}: {where} still failed with {what} after {retries} retries. "
+            f"The last checkpoint is saved; run the sync again to resume from it."
+        )
+        return RetriesExhausted(message=message, internal_message=message, failure_type=failure)
+
+
+def _retry_after_seconds(response: requests.Response) -> Optional[float]:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None

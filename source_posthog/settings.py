@@ -1,0 +1,61 @@
+"""Named constants: page sizes, windows, limits and timeouts, each with the PostHog fact behind it.
+
+Everything that is a tuning knob lives here, so stream code reads as behaviour, not numbers.
+"""
+
+from datetime import timedelta
+
+DEFAULT_HOST = "us.posthog.com"
+DEFAULT_ANCHOR_AGE = timedelta(days=365)
+
+# -- Page sizes ---------------------------------------------------------------------------------
+# DRF LimitOffsetPagination has no max_limit in PostHog, so counted lists take large pages.
+LIST_PAGE_SIZE = 1000
+# Persons are built from an ActorsQuery: deep offsets are slow, so stay at <= 1000 (posthog-api.md 3.2).
+PERSONS_PAGE_SIZE = 1000
+# Session recordings default to 50 a page; the list is a ClickHouse query, keep pages moderate.
+RECORDINGS_PAGE_SIZE = 200
+
+# -- Events (HogQL) -----------------------------------------------------------------------------
+# An explicit LIMIT is silently capped at 50,000 by PostHog (posthog/hogql/constants.py).
+EVENTS_PAGE_SIZE_DEFAULT = 25_000
+EVENTS_PAGE_SIZE_MAX = 50_000
+EVENTS_PAGE_SIZE_MIN = 1_000
+# Events reach ClickHouse a little after their timestamp; never read the last minutes, so a
+# cursor never passes an event that is not yet visible.
+EVENTS_INGESTION_LAG = timedelta(minutes=2)
+# The first window after a cursor; later windows are sized from the density just seen.
+EVENTS_FIRST_WINDOW = timedelta(days=1)
+EVENTS_MIN_WINDOW = timedelta(seconds=1)
+EVENTS_MAX_WINDOW = timedelta(days=31)
+# Late events (offline mobile clients): re-swept on every incremental sync over this horizon.
+EVENTS_LOOKBACK_WINDOW_DAYS_DEFAULT = 7
+EVENTS_LOOKBACK_WINDOW_DAYS_MAX = 90
+
+# -- Session recordings --------------------------------------------------------------------------
+# The recordings list defaults date_from to -3d, so it is always sent explicitly.
+# Ongoing recordings grow after they are first seen: incremental syncs re-read from the
+# earliest recording that was still ongoing (kept in state, capped).
+RECORDINGS_MAX_TRACKED_ONGOING = 1000
+
+# -- HTTP -------------------------------------------------------------------------------------
+CONNECT_TIMEOUT_SECONDS = 10
+READ_TIMEOUT_SECONDS_DEFAULT = 120
+REQUESTS_PER_SECOND = 3
+MAX_IN_FLIGHT = 2
+# 429: exponential backoff, honouring Retry-After; 5xx/connection errors/timeouts: linear.
+RATE_LIMIT_MAX_RETRIES = 5
+RATE_LIMIT_BACKOFF_BASE_SECONDS = 5
+RATE_LIMIT_MAX_WAIT_SECONDS = 3600
+SERVER_ERROR_MAX_RETRIES = 3
+SERVER_ERROR_BACKOFF_STEP_SECONDS = 5
+# PostHog's published per-key limits (posthog/rate_limit.py), per endpoint class:
+# (per minute, per hour).
+RATE_LIMITS = {
+    "crud": (480, 4800),
+    "analytics": (240, 1200),
+    "query": (240, 2400),
+}
+# Test seam: multiplies every pacing rate (and divides its window) for emulator runs with
+# scaled-down limits. 1 in production.
+RATE_LIMIT_SCALE_ENV = "SOURCE_POSTHOG_RATE_LIMIT_SCALE"

@@ -1,0 +1,22 @@
+from source_posthog.streams.annotations import Annotations
+from source_posthog.streams.events import Events
+from source_posthog.streams.property_definitions import PropertyDefinitions
+from source_posthog.streams.resources import Actions, Cohorts, EventDefinitions, FeatureFlags, Insights, Persons, Projects
+from source_posthog.streams.session_recordings import SessionRecordings
+
+# The order of discover and of a sync: small configuration streams first, events last.
+STREAM_CLASSES = (
+    Projects,
+    Cohorts,
+    FeatureFlags,
+    Insights,
+    Annotations,
+    Actions,
+    EventDefinitions,
+    PropertyDefinitions,
+    Persons,
+    SessionRecordings,
+    Events,
+)
+
+__all__ = [cls.__name__ for cls in STREAM_CLASSES] + ["STREAM_CLASSES"]
