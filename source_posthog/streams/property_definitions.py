@@ -27,6 +27,7 @@ def property_passes() -> Iterable[Mapping[str, Any]]:
 class PropertyDefinitions(NextUrlPagination):
     resource = "property_definitions"
     scope = "property_definition:read"
+    primary_key = ["type", "id"]  # one row per pass; the same name exists as event and person property
 
     def stream_slices(self, **kwargs: Any) -> Iterable[Optional[Mapping[str, Any]]]:
         for partition in property_passes():
