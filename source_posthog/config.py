@@ -162,7 +162,7 @@ def parse_anchor_date(value: Any, now: pendulum.DateTime) -> pendulum.DateTime:
     if not isinstance(value, str):
         raise ConfigError("anchor_date", f"must be a string, got {value!r}.", fix)
     try:
-        parsed = pendulum.parse(value.strip(), tz="UTC", strict=False)
+        parsed = pendulum.parse(value.strip(), tz="UTC")  # ISO 8601 only: 01/02/2025 is ambiguous
     except (ValueError, pendulum.parsing.exceptions.ParserError) as error:
         raise ConfigError("anchor_date", f"{value!r} is not a date ({error}).", fix)
     if not isinstance(parsed, pendulum.DateTime):

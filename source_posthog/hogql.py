@@ -44,9 +44,11 @@ def uuid_literal(value: str) -> str:
 
 @dataclass(frozen=True)
 class KeysetPosition:
-    """The last (timestamp, uuid) delivered; the next page starts strictly after it.
+    """A point in the (timestamp, uuid) order.
 
-    `uuid=None` means "from this timestamp inclusive" (no row at it delivered yet).
+    As a lower bound: the last pair delivered, the next page starts strictly after it; with
+    `uuid=None`, nothing at `timestamp` has been delivered yet (the window starts there).
+    As an upper bound: inclusive; with `uuid=None`, `timestamp` itself is excluded.
     """
 
     timestamp: datetime
@@ -58,23 +60,29 @@ def events_page_query(
     end: datetime,
     after: Optional[KeysetPosition],
     limit: int,
+    until: Optional[KeysetPosition] = None,
     ingested_after: Optional[datetime] = None,
+    ingested_through: Optional[datetime] = None,
 ) -> str:
     """One keyset page of events in [start, end), ordered by (timestamp, uuid).
 
     Rows sharing a timestamp are never skipped: the predicate is on the pair, and `uuid` is
-    unique. `ingested_after` restricts to events PostHog ingested later (`created_at`), for the
-    late-event sweep. Never OFFSET: PostHog refuses it for personal API keys.
+    unique. `until` bounds the pair from above (inclusive). `ingested_after` and
+    `ingested_through` bound `created_at` (PostHog's ingestion time), which splits the events
+    between the main pass and the late-event sweep. Never OFFSET: PostHog refuses it for
+    personal API keys.
     """
     conditions = [f"timestamp >= {datetime_literal(start)}", f"timestamp < {datetime_literal(end)}"]
-    if after is not None:
+    if after is not None and after.uuid is not None:
         at = datetime_literal(after.timestamp)
-        if after.uuid is None:
-            conditions.append(f"timestamp >= {at}")
-        else:
-            conditions.append(f"(timestamp > {at} OR (timestamp = {at} AND uuid > {uuid_literal(after.uuid)}))")
+        conditions.append(f"(timestamp > {at} OR (timestamp = {at} AND uuid > {uuid_literal(after.uuid)}))")
+    if until is not None and until.uuid is not None:
+        at = datetime_literal(until.timestamp)
+        conditions.append(f"(timestamp < {at} OR (timestamp = {at} AND uuid <= {uuid_literal(until.uuid)}))")
     if ingested_after is not None:
         conditions.append(f"created_at > {datetime_literal(ingested_after)}")
+    if ingested_through is not None:
+        conditions.append(f"created_at <= {datetime_literal(ingested_through)}")
     if not 1 <= limit <= 50_000:
         raise ValueError(f"LIMIT {limit} outside 1..50000")
     return (

@@ -18,8 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
-import weakref
 from datetime import timedelta
 from typing import Any, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
@@ -68,7 +66,7 @@ def build_api_budget(scale: Optional[float] = None) -> HttpAPIBudget:
     patterns = {
         "query": r"/api/(projects|environments)/[^/]+/query/?$",
         "analytics": r"/api/(projects|environments)/[^/]+/(persons|events|insights|session_recordings)/?",
-        "crud": r"^/api/",
+        "crud": r"/api/",  # not anchored: a self-hosted base path may precede it
     }
     policies = []
     for name, pattern in patterns.items():
@@ -168,11 +166,13 @@ class PostHogBackoffStrategy(BackoffStrategy):
     Attempts are counted per request and per class, so each schedule is exact whatever the mix.
     """
 
-    def __init__(self, stream_name: str):
+    def __init__(self, stream_name: str, endpoint: str = ""):
         self.stream_name = stream_name
-        # Weak keys: a request's counters vanish with it, so a reused id() never inherits them.
-        self._attempts: "weakref.WeakKeyDictionary[Any, Dict[str, int]]" = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self.endpoint = endpoint  # named in messages when an exception carries no request
+        # A stream sends one request at a time; the CDK's attempt_count restarts at 1 for each
+        # new request, so these counters are the current request's retries by class. (Not keyed
+        # by request: a truncated body raises ChunkedEncodingError without one.)
+        self._attempts: Dict[str, int] = {}
 
     def backoff_time(
         self, response_or_exception: Optional[Union[requests.Response, requests.RequestException]], attempt_count: int
@@ -180,9 +180,9 @@ class PostHogBackoffStrategy(BackoffStrategy):
         request = getattr(response_or_exception, "request", None)
         is_rate_limit = isinstance(response_or_exception, requests.Response) and response_or_exception.status_code == 429
         kind = "rate_limit" if is_rate_limit else "server"
-        with self._lock:
-            counts = self._attempts.setdefault(request, {}) if request is not None else {}
-            attempt = counts[kind] = counts.get(kind, 0) + 1
+        if attempt_count <= 1:
+            self._attempts = {}
+        attempt = self._attempts[kind] = self._attempts.get(kind, 0) + 1
         limit = settings.RATE_LIMIT_MAX_RETRIES if is_rate_limit else settings.SERVER_ERROR_MAX_RETRIES
         if attempt > limit:
             raise self._exhausted(response_or_exception, request, limit)
@@ -194,7 +194,7 @@ class PostHogBackoffStrategy(BackoffStrategy):
         return settings.SERVER_ERROR_BACKOFF_STEP_SECONDS * attempt
 
     def _exhausted(self, response_or_exception: Any, request: Any, retries: int) -> RetriesExhausted:
-        where = f"{request.method} {endpoint_name(request.url)}" if request is not None else self.stream_name
+        where = f"{request.method} {endpoint_name(request.url)}" if request is not None else (self.endpoint or self.stream_name)
         if isinstance(response_or_exception, requests.Response):
             status = response_or_exception.status_code
             what = f"HTTP {status} ({error_detail(response_or_exception)})"

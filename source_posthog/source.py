@@ -9,6 +9,7 @@ import requests
 from airbyte_cdk.models import AirbyteConnectionStatus, Status
 from airbyte_cdk.sources import AbstractSource
 from airbyte_cdk.sources.streams import Stream
+from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 
 from source_posthog.config import ConfigError, parse_config, validate_against_spec
 from source_posthog.http import PostHogErrorHandler, build_api_budget, timeouts
@@ -21,7 +22,7 @@ class SourcePosthog(AbstractSource):
         succeeded, reason = self.check_connection(logger, config)
         if succeeded:
             return AirbyteConnectionStatus(status=Status.SUCCEEDED)
-        return AirbyteConnectionStatus(status=Status.FAILED, message=str(reason))
+        return AirbyteConnectionStatus(status=Status.FAILED, message=filter_secrets(str(reason)))
 
     def check_connection(self, logger: logging.Logger, config: Mapping[str, Any]) -> Tuple[bool, Optional[Any]]:
         """Reads the configured project once: proves host, key and project in one request."""

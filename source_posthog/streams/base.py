@@ -84,7 +84,7 @@ class PostHogStream(HttpStream, ABC):
         return PostHogErrorHandler(self.name, self.scope, self.config.project_id, self.config.base_url)
 
     def get_backoff_strategy(self) -> PostHogBackoffStrategy:
-        return PostHogBackoffStrategy(self.name)
+        return PostHogBackoffStrategy(self.name, f"{self.http_method} {endpoint_name(self.url_base + self.resource)}/")
 
     def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
         yield from decode_body(response)["results"]

@@ -128,31 +128,51 @@ class Events(PostHogStream, CheckpointMixin):
     # -- slices: one per page, decided from the state the previous page left ----------------
     def stream_slices(self, sync_mode: SyncMode = SyncMode.full_refresh, **kwargs: Any) -> Iterable[Optional[Mapping[str, Any]]]:
         upper = pendulum.now("UTC") - settings.EVENTS_INGESTION_LAG
+        sweeping = sync_mode == SyncMode.incremental and self.config.events_lookback_window_days > 0
         if sync_mode != SyncMode.incremental or self._state is None:
             self._state = EventsState(KeysetPosition(self.config.anchor_date), ingested_through=upper)
         else:
             yield from self._sweep_slices(upper)
-        yield from self._main_slices(upper)
+        # With sweeps on, the main pass leaves events ingested after the watermark to the next
+        # sync's sweep; otherwise an event ingested during the lag would be read twice.
+        yield from self._main_slices(upper, ingested_through=self._state.ingested_through if sweeping else None)
 
     def _sweep_slices(self, upper: datetime) -> Iterator[Mapping[str, Any]]:
+        """Late events: before the position, ingested after the last sync's watermark."""
         state = self._state
         lookback = timedelta(days=self.config.events_lookback_window_days)
         if state.sweep is None and state.ingested_through is not None and lookback and state.ingested_through < upper:
             start = KeysetPosition(state.position.timestamp - lookback)
             self._state = replace(state, sweep=Sweep(start, state.ingested_through), ingested_through=upper)
         elif state.sweep is None:
-            self._state = replace(state, ingested_through=upper)
+            self._state = replace(state, ingested_through=max(upper, state.ingested_through or upper))
         while self._state.sweep is not None:
-            sweep = self._state.sweep
-            end = self._state.position.timestamp + MICROSECOND  # up to and including the position
-            yield {"phase": "sweep", "start": sweep.position.timestamp, "end": end, "after": sweep.position, "ingested_after": sweep.ingested_after}
+            sweep, position = self._state.sweep, self._state.position
+            # Up to and including the position: the main pass reads what comes after it.
+            end = position.timestamp + MICROSECOND if position.uuid else position.timestamp
+            yield {
+                "phase": "sweep",
+                "start": sweep.position.timestamp,
+                "end": end,
+                "after": sweep.position,
+                "until": position,
+                "ingested_after": sweep.ingested_after,
+                "ingested_through": self._state.ingested_through,
+            }
 
-    def _main_slices(self, upper: datetime) -> Iterator[Mapping[str, Any]]:
+    def _main_slices(self, upper: datetime, ingested_through: Optional[datetime]) -> Iterator[Mapping[str, Any]]:
         while self._state.position.timestamp < upper:
             position = self._state.position
-            window_start = position.timestamp
-            window_end = min(window_start + self._window, upper)
-            yield {"phase": "main", "start": window_start, "end": window_end, "after": position, "ingested_after": None}
+            window_end = min(position.timestamp + self._window, upper)
+            yield {
+                "phase": "main",
+                "start": position.timestamp,
+                "end": window_end,
+                "after": position,
+                "until": None,
+                "ingested_after": None,
+                "ingested_through": ingested_through,
+            }
 
     # -- request -----------------------------------------------------------------------------
     def path(self, **kwargs: Any) -> str:
@@ -162,13 +182,14 @@ class Events(PostHogStream, CheckpointMixin):
         return {}
 
     def request_body_json(self, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Optional[Mapping[str, Any]]:
-        after = stream_slice["after"]
         query = events_page_query(
             start=stream_slice["start"],
             end=stream_slice["end"],
-            after=after if after.uuid is not None else None,  # uuid None: the window starts at it
+            after=stream_slice["after"],
+            until=stream_slice["until"],
             limit=self.page_size,
             ingested_after=stream_slice["ingested_after"],
+            ingested_through=stream_slice["ingested_through"],
         )
         return {"query": {"kind": "HogQLQuery", "query": query}, "name": "airbyte_source_posthog_events", "refresh": "blocking"}
 

@@ -1,0 +1,97 @@
+"""Run the connector the way the platform does (`read` through the entrypoint) and inspect the output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Mapping, Optional
+
+from airbyte_cdk.models import AirbyteMessageSerializer, AirbyteStateMessage, FailureType, SyncMode
+from airbyte_cdk.test.catalog_builder import CatalogBuilder
+from airbyte_cdk.test.entrypoint_wrapper import EntrypointOutput, read
+from airbyte_cdk.test.state_builder import StateBuilder
+
+from source_posthog.source import SourcePosthog
+from unit_tests.builders import ConfigBuilder
+
+
+def read_stream(
+    stream: str,
+    sync_mode: SyncMode = SyncMode.full_refresh,
+    config: Optional[Mapping[str, Any]] = None,
+    state: Optional[Mapping[str, Any]] = None,
+    expecting_exception: bool = False,
+) -> EntrypointOutput:
+    catalog = CatalogBuilder().with_stream(stream, sync_mode).build()
+    state_messages: Optional[List[AirbyteStateMessage]] = (
+        StateBuilder().with_stream_state(stream, dict(state)).build() if state is not None else None
+    )
+    return read(
+        SourcePosthog(),
+        dict(config) if config is not None else ConfigBuilder().build(),
+        catalog,
+        state_messages,
+        expecting_exception=expecting_exception,
+    )
+
+
+def records(output: EntrypointOutput) -> List[Dict[str, Any]]:
+    return [message.record.data for message in output.records]
+
+
+def states(output: EntrypointOutput) -> List[Dict[str, Any]]:
+    """Every STATE the stream emitted, as plain dicts, in order."""
+    return [_blob(message.state.stream.stream_state) for message in output.state_messages]
+
+
+def final_state(output: EntrypointOutput) -> Dict[str, Any]:
+    return _blob(output.most_recent_state.stream_state)
+
+
+def _blob(blob: Any) -> Dict[str, Any]:
+    return json.loads(json.dumps(blob.__dict__, default=lambda value: value.__dict__))
+
+
+def errors(output: EntrypointOutput) -> List[Any]:
+    """The TRACE error payloads (message, internal_message, failure_type, stack_trace)."""
+    return [message.trace.error for message in output.errors]
+
+
+def the_error(output: EntrypointOutput) -> Any:
+    """The single error a failed sync must report (the CDK may add a summary error naming the stream)."""
+    found = errors(output)
+    assert found, "expected the sync to fail with a TRACE error"
+    return found[0]
+
+
+def config_errors(output: EntrypointOutput) -> List[Any]:
+    return [error for error in errors(output) if error.failure_type == FailureType.config_error]
+
+
+def everything_emitted(output: EntrypointOutput) -> str:
+    """All messages (records, state, logs, traces, statuses) as one JSON text, for leak scans."""
+    lines = [json.dumps(AirbyteMessageSerializer.dump(message), default=str) for message in output.get_message_iterator()]
+    return "\n".join(lines)
+
+
+def as_emitted(items: Any) -> Any:
+    """What a record looks like on the wire: the CDK's serializer (omit_none) drops top-level null fields."""
+    if isinstance(items, list):
+        return [as_emitted(item) for item in items]
+    return {key: value for key, value in items.items() if value is not None}
+
+
+def run_check(config: Mapping[str, Any]) -> EntrypointOutput:
+    """`source-posthog check --config ...` through the entrypoint, as the platform runs it."""
+    import tempfile
+    from pathlib import Path
+
+    from airbyte_cdk.test.entrypoint_wrapper import _run_command, make_file
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = make_file(Path(directory) / "config.json", dict(config))
+        return _run_command(SourcePosthog(), ["check", "--config", path])
+
+
+def connection_status(output: EntrypointOutput) -> Any:
+    (message,) = output.connection_status_messages
+    return message.connectionStatus

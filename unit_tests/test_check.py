@@ -1,0 +1,144 @@
+"""`check`: one request to `/api/projects/{id}/` proves host, key and project; failures say what to fix."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import pytest
+import requests
+from airbyte_cdk.models import Status
+from airbyte_cdk.test.mock_http import HttpMocker
+
+from unit_tests.builders import API_KEY, ConfigBuilder, PostHogRequest, PostHogResponse, load_template
+from unit_tests.reader import connection_status, everything_emitted, run_check
+
+
+def assert_no_secret(output: Any, capsys: Any) -> None:
+    assert API_KEY not in everything_emitted(output)
+    captured = capsys.readouterr()
+    assert API_KEY not in captured.out and API_KEY not in captured.err
+
+
+def assert_failed_naming(output: Any, texts: List[str]) -> str:
+    status = connection_status(output)
+    assert status.status == Status.FAILED
+    for text in texts:
+        assert text in status.message, f"{text!r} not in {status.message!r}"
+    return status.message
+
+
+class TestCheckSucceeds:
+    def test_given_valid_key_and_project_when_check_then_succeeded_after_one_request(self, http_mocker: HttpMocker, capsys: Any) -> None:
+        request = PostHogRequest.project(2).build()  # carries `Authorization: Bearer <key>`
+        http_mocker.get(request, PostHogResponse(load_template("project")).build())
+
+        output = run_check(ConfigBuilder().build())
+
+        assert connection_status(output).status == Status.SUCCEEDED
+        http_mocker.assert_number_of_calls(request, 1)
+        assert_no_secret(output, capsys)
+
+    def test_given_loopback_http_host_when_check_then_it_is_allowed(self, requests_mock: Any) -> None:
+        mocked = requests_mock.get("http://localhost:8000/api/projects/2/", json=load_template("project"))
+
+        output = run_check(ConfigBuilder().with_host("http://localhost:8000/").build())
+
+        assert connection_status(output).status == Status.SUCCEEDED
+        assert mocked.call_count == 1
+
+    def test_given_eu_host_with_api_suffix_when_check_then_eu_is_called(self, requests_mock: Any) -> None:
+        mocked = requests_mock.get("https://eu.posthog.com/api/projects/2/", json=load_template("project"))
+
+        output = run_check(ConfigBuilder().with_host("https://eu.posthog.com/api/").build())
+
+        assert connection_status(output).status == Status.SUCCEEDED
+        assert mocked.call_count == 1
+
+
+class TestCheckFailsWithTheFix:
+    @pytest.mark.parametrize(
+        "response, texts",
+        [
+            pytest.param(PostHogResponse.error(401), ["'api_key'", "personal API key", "us.posthog.com"], id="401"),
+            pytest.param(PostHogResponse.forbidden_scope("project:read"), ["'project:read' scope"], id="403-scope"),
+            pytest.param(PostHogResponse.error(403, "error_403_project"), ["project 2", "'project_id'"], id="403-project"),
+            pytest.param(PostHogResponse.error(404), ["project 2", "'project_id'", "'host'"], id="404"),
+        ],
+    )
+    def test_given_client_error_when_check_then_failed_with_message_naming_the_fix(
+        self, http_mocker: HttpMocker, capsys: Any, response: PostHogResponse, texts: List[str]
+    ) -> None:
+        request = PostHogRequest.project(2).build()
+        http_mocker.get(request, response.build())
+
+        output = run_check(ConfigBuilder().build())
+
+        assert_failed_naming(output, texts)
+        http_mocker.assert_number_of_calls(request, 1)
+        assert_no_secret(output, capsys)
+
+    def test_given_unreachable_host_when_check_then_failed_naming_host_and_the_right_values(self, requests_mock: Any, capsys: Any) -> None:
+        requests_mock.get("https://posthog.unreachable.example/api/projects/2/", exc=requests.exceptions.ConnectionError("Name or service not known"))
+
+        output = run_check(ConfigBuilder().with_host("posthog.unreachable.example").build())
+
+        assert_failed_naming(output, ["https://posthog.unreachable.example", "'host'", "us.posthog.com", "eu.posthog.com"])
+        assert_no_secret(output, capsys)
+
+    def test_given_host_that_redirects_when_check_then_failed_and_the_key_is_not_sent_on(self, requests_mock: Any) -> None:
+        requests_mock.get("https://app.posthog.example/api/projects/2/", status_code=301, headers={"Location": "https://login.example/"})
+        elsewhere = requests_mock.get("https://login.example/", text="login")
+
+        output = run_check(ConfigBuilder().with_host("app.posthog.example").build())
+
+        assert_failed_naming(output, ["'host'", "301"])
+        assert elsewhere.call_count == 0
+
+    @pytest.mark.parametrize("host, right", [("us.i.posthog.com", "us.posthog.com"), ("eu.i.posthog.com", "eu.posthog.com")])
+    def test_given_ingestion_host_when_check_then_failed_naming_the_api_host_without_any_request(
+        self, http_mocker: HttpMocker, host: str, right: str
+    ) -> None:
+        output = run_check(ConfigBuilder().with_host(host).build())
+
+        assert_failed_naming(output, ["'host'", f"Use {right}"])
+
+    def test_given_plain_http_to_a_remote_host_when_check_then_failed_before_the_key_travels(self, http_mocker: HttpMocker, capsys: Any) -> None:
+        output = run_check(ConfigBuilder().with_host("http://posthog.example.com").build())
+
+        assert_failed_naming(output, ["'host'", "https://posthog.example.com"])
+        assert_no_secret(output, capsys)
+
+    @pytest.mark.parametrize("anchor_date", ["2025-13-45", "2025-02-30", "01/02/2025", "last year"])
+    def test_given_malformed_anchor_date_when_check_then_failed_naming_the_field_and_format(self, http_mocker: HttpMocker, anchor_date: str) -> None:
+        output = run_check(ConfigBuilder().with_anchor_date(anchor_date).build())
+
+        message = assert_failed_naming(output, ["anchor_date"])
+        assert "2025-01-01" in message or "YYYY-MM-DD" in message
+
+    def test_given_future_anchor_date_when_check_then_failed_saying_it_is_in_the_future(self, http_mocker: HttpMocker) -> None:
+        output = run_check(ConfigBuilder().with_anchor_date("2025-07-01").build())
+
+        assert_failed_naming(output, ["'anchor_date'", "future"])
+
+    def test_given_project_api_key_when_check_then_failed_asking_for_a_personal_key(self, http_mocker: HttpMocker, capsys: Any) -> None:
+        output = run_check(ConfigBuilder().with_api_key("phc_projecttoken").build())
+
+        assert_failed_naming(output, ["'api_key'", "phx_"])
+
+    @pytest.mark.parametrize(
+        "response",
+        [
+            pytest.param(PostHogResponse.error(401), id="401"),
+            pytest.param(PostHogResponse.error(500), id="500"),
+            pytest.param(PostHogResponse.raw(f"<html>echo Bearer {API_KEY}</html>", 400), id="400-echoing-the-header"),
+        ],
+    )
+    def test_given_any_failure_when_check_then_the_api_key_appears_in_no_message(
+        self, http_mocker: HttpMocker, capsys: Any, response: PostHogResponse
+    ) -> None:
+        http_mocker.get(PostHogRequest.project(2).build(), response.build())
+
+        output = run_check(ConfigBuilder().build())
+
+        assert connection_status(output).status == Status.FAILED
+        assert_no_secret(output, capsys)

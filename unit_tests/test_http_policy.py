@@ -1,0 +1,338 @@
+"""The HTTP policy (source_posthog/http.py): retries, backoff schedules, fail-fast messages, pacing.
+
+Backoff waits are read from the `sleeps` fixture: the CDK sleeps for the connector's backoff plus
+one second ("to cover any fractions of second", airbyte_cdk rate_limiting.py), so a 5 s backoff is
+a 6 s sleep.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import pytest
+import requests
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.sources.streams.call_rate import HttpAPIBudget, MovingWindowCallRatePolicy
+from airbyte_cdk.test.mock_http import HttpMocker
+
+from source_posthog import settings
+from source_posthog.http import PostHogBackoffStrategy, build_api_budget
+from source_posthog.source import SourcePosthog
+from unit_tests.builders import API_KEY, PROJECT_URL, ConfigBuilder, PostHogRequest, PostHogResponse, numbered, person_uuid, record
+from unit_tests.reader import config_errors, errors, everything_emitted, read_stream, records
+
+CDK_EXTRA_SECOND = 1
+PERSONS = PostHogRequest.persons().with_limit(settings.PERSONS_PAGE_SIZE)
+PERSONS_URL = f"{PROJECT_URL}/persons/?limit={settings.PERSONS_PAGE_SIZE}"
+ENDPOINT = "/api/projects/2/persons/"
+
+
+def ok() -> Any:
+    return PostHogResponse.page("persons").with_records([record("persons", id=person_uuid(1), uuid=person_uuid(1))]).build()
+
+
+def waited(backoffs: List[float]) -> List[float]:
+    return [seconds + CDK_EXTRA_SECOND for seconds in backoffs]
+
+
+class TestRateLimited:
+    def test_given_429_without_retry_after_when_read_then_exponential_backoff_then_failure_after_five_retries(
+        self, http_mocker: HttpMocker, sleeps: List[float]
+    ) -> None:
+        request = PERSONS.build()
+        http_mocker.get(request, PostHogResponse.error(429).build())
+
+        output = read_stream("persons", expecting_exception=True)
+
+        http_mocker.assert_number_of_calls(request, 6)
+        assert sleeps == waited([5, 10, 20, 40, 80])
+        error = errors(output)[0]
+        assert error.failure_type == FailureType.transient_error
+        assert ENDPOINT in error.message and "429" in error.message
+        assert records(output) == []
+
+    def test_given_429_with_retry_after_when_read_then_waits_as_asked_and_succeeds(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        request = PERSONS.build()
+        http_mocker.get(request, [PostHogResponse.error(429).with_retry_after(120).build(), ok()])
+
+        output = read_stream("persons")
+
+        assert sleeps == waited([120])
+        assert len(records(output)) == 1
+        assert not output.errors
+        http_mocker.assert_number_of_calls(request, 2)
+
+    def test_given_429_then_success_when_read_then_one_exponential_wait(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        request = PERSONS.build()
+        http_mocker.get(request, [PostHogResponse.error(429, "error_429_concurrency").build(), ok()])
+
+        output = read_stream("persons")
+
+        assert sleeps == waited([5])
+        assert len(records(output)) == 1
+
+    def test_given_retry_after_on_every_429_when_read_then_still_at_most_five_retries(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        request = PERSONS.build()
+        http_mocker.get(request, PostHogResponse.error(429).with_retry_after(3).build())
+
+        output = read_stream("persons", expecting_exception=True)
+
+        http_mocker.assert_number_of_calls(request, 6)
+        assert sleeps == waited([3] * 5)
+        assert errors(output)[0].failure_type == FailureType.transient_error
+
+
+class TestServerErrors:
+    @pytest.mark.parametrize("status", [500, 502, 503])
+    def test_given_server_error_when_read_then_linear_backoff_then_failure_after_three_retries(
+        self, http_mocker: HttpMocker, sleeps: List[float], status: int
+    ) -> None:
+        request = PERSONS.build()
+        http_mocker.get(request, PostHogResponse.error(status).build())
+
+        output = read_stream("persons", expecting_exception=True)
+
+        http_mocker.assert_number_of_calls(request, 4)
+        assert sleeps == waited([5, 10, 15])
+        error = errors(output)[0]
+        assert error.failure_type == FailureType.transient_error
+        assert ENDPOINT in error.message and str(status) in error.message
+
+    def test_given_html_502_from_a_proxy_when_read_then_it_is_retried_like_any_server_error(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        request = PERSONS.build()
+        http_mocker.get(request, [PostHogResponse.raw("<html><body>502 Bad Gateway</body></html>", 502).build(), ok()])
+
+        output = read_stream("persons")
+
+        assert sleeps == waited([5])
+        assert len(records(output)) == 1
+
+    def test_given_mixed_failures_when_read_then_each_class_keeps_its_own_schedule(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        request = PERSONS.build()
+        http_mocker.get(
+            request,
+            [
+                PostHogResponse.error(500).build(),
+                PostHogResponse.error(429).build(),
+                PostHogResponse.error(500).build(),
+                PostHogResponse.error(429).build(),
+                ok(),
+            ],
+        )
+
+        output = read_stream("persons")
+
+        assert sleeps == waited([5, 5, 10, 10])  # linear 5, 10 for the 500s; exponential 5, 10 for the 429s
+        assert len(records(output)) == 1
+        http_mocker.assert_number_of_calls(request, 5)
+
+    def test_given_a_failure_on_one_page_when_the_next_page_fails_then_its_schedule_starts_again(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        next_url = f"{PROJECT_URL}/persons/?limit=1000&offset=1000"
+        http_mocker.get(
+            PERSONS.build(),
+            [PostHogResponse.error(500).build(), PostHogResponse.page("persons").with_records(numbered("persons", 1)).with_next(next_url).build()],
+        )
+        http_mocker.get(PostHogRequest.from_next_url(next_url).build(), [PostHogResponse.error(500).build(), ok()])
+
+        output = read_stream("persons")
+
+        assert sleeps == waited([5, 5])
+        assert len(records(output)) == 2
+
+
+class TestConnectionErrors:
+    @pytest.mark.parametrize(
+        "failure",
+        [
+            pytest.param(requests.exceptions.ConnectionError("Connection reset by peer"), id="connection-reset"),
+            pytest.param(requests.exceptions.ConnectTimeout("connect timed out"), id="connect-timeout"),
+            pytest.param(requests.exceptions.ReadTimeout("read timed out"), id="read-timeout"),
+        ],
+    )
+    def test_given_connection_failure_when_read_then_linear_backoff_then_failure_after_three_retries(
+        self, requests_mock: Any, sleeps: List[float], failure: Exception
+    ) -> None:
+        mocked = requests_mock.get(PERSONS_URL, exc=failure)
+
+        output = read_stream("persons", expecting_exception=True)
+
+        assert mocked.call_count == 4
+        assert sleeps == waited([5, 10, 15])
+        error = errors(output)[0]
+        assert error.failure_type == FailureType.transient_error
+        assert ENDPOINT in error.message and type(failure).__name__ in error.message
+
+    def test_given_connection_reset_then_success_when_read_then_records_are_emitted(self, requests_mock: Any, sleeps: List[float]) -> None:
+        requests_mock.get(PERSONS_URL, [{"exc": requests.exceptions.ConnectionError("reset")}, {"text": ok().body, "status_code": 200}])
+
+        output = read_stream("persons")
+
+        assert sleeps == waited([5])
+        assert len(records(output)) == 1
+
+    def test_given_body_truncated_mid_transfer_when_read_then_linear_backoff_then_failure_after_three_retries(
+        self, requests_mock: Any, sleeps: List[float]
+    ) -> None:
+        # requests raises ChunkedEncodingError while reading the body, with no `request` attached
+        # (requests/models.py iter_content); the retry schedule must not depend on it.
+        def truncated(request: Any, context: Any) -> str:
+            raise requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(512 bytes read, 4096 more expected)")
+
+        mocked = requests_mock.get(PERSONS_URL, text=truncated)
+
+        output = read_stream("persons", expecting_exception=True)
+
+        assert mocked.call_count == 4
+        assert sleeps == waited([5, 10, 15])
+        error = errors(output)[0]
+        assert error.failure_type == FailureType.transient_error
+        assert "persons" in error.message and "ChunkedEncodingError" in error.message
+
+    def test_when_read_then_every_request_has_explicit_connect_and_read_timeouts(self, requests_mock: Any) -> None:
+        requests_mock.get(PERSONS_URL, text=ok().body)
+
+        read_stream("persons", config=ConfigBuilder().with_field("request_timeout_seconds", 45).build())
+
+        assert [call.timeout for call in requests_mock.request_history] == [(settings.CONNECT_TIMEOUT_SECONDS, 45)]
+
+
+class TestClientErrorsFailFast:
+    @pytest.mark.parametrize(
+        "response, must_name",
+        [
+            pytest.param(PostHogResponse.error(401), ["'api_key'", "personal API key"], id="401-invalid-key"),
+            pytest.param(PostHogResponse.error(401, "error_401_not_authenticated"), ["'api_key'"], id="401-no-credentials"),
+            pytest.param(PostHogResponse.forbidden_scope("person:read"), ["'person:read' scope"], id="403-scope"),
+            pytest.param(PostHogResponse.error(403, "error_403_project"), ["project 2", "'project_id'"], id="403-project"),
+            pytest.param(PostHogResponse.error(404), ["'project_id'", "'host'", "us.posthog.com"], id="404"),
+        ],
+    )
+    def test_given_client_error_when_read_then_fails_at_once_with_a_config_error_naming_the_fix(
+        self, http_mocker: HttpMocker, sleeps: List[float], response: PostHogResponse, must_name: List[str]
+    ) -> None:
+        request = PERSONS.build()
+        http_mocker.get(request, response.build())
+
+        output = read_stream("persons", expecting_exception=True)
+
+        http_mocker.assert_number_of_calls(request, 1)
+        assert sleeps == []
+        error = config_errors(output)[0]
+        assert error.failure_type == FailureType.config_error
+        for text in must_name:
+            assert text in error.message, f"{text!r} not in {error.message!r}"
+        assert API_KEY not in everything_emitted(output)
+
+    def test_given_400_when_read_then_fails_at_once_with_posthog_detail(self, http_mocker: HttpMocker) -> None:
+        request = PERSONS.build()
+        http_mocker.get(request, PostHogResponse.error(400).build())
+
+        output = read_stream("persons", expecting_exception=True)
+
+        http_mocker.assert_number_of_calls(request, 1)
+        assert "Unable to resolve field" in errors(output)[0].message
+
+
+class TestSecrets:
+    @pytest.mark.parametrize("debug", [False, True])
+    def test_given_failures_and_retries_when_read_then_the_api_key_never_appears_in_any_output(
+        self, http_mocker: HttpMocker, capsys: Any, debug: bool
+    ) -> None:
+        from airbyte_cdk.test.catalog_builder import CatalogBuilder
+        from airbyte_cdk.models import SyncMode
+        from airbyte_cdk.test.entrypoint_wrapper import read
+
+        http_mocker.get(PERSONS.build(), [PostHogResponse.error(500).build(), PostHogResponse.error(429).build(), PostHogResponse.error(401).build()])
+
+        output = read(
+            SourcePosthog(),
+            ConfigBuilder().build(),
+            CatalogBuilder().with_stream("persons", SyncMode.full_refresh).build(),
+            expecting_exception=True,
+            debug=debug,
+        )
+
+        assert output.errors
+        assert API_KEY not in everything_emitted(output)
+        captured = capsys.readouterr()
+        assert API_KEY not in captured.out and API_KEY not in captured.err
+
+    def test_given_error_page_that_echoes_the_authorization_header_when_read_then_the_key_is_masked(
+        self, http_mocker: HttpMocker, capsys: Any
+    ) -> None:
+        http_mocker.get(PERSONS.build(), PostHogResponse.raw(f"<html>Bad request. Authorization: Bearer {API_KEY}</html>", 400).build())
+
+        output = read_stream("persons", expecting_exception=True)
+
+        assert output.errors
+        assert API_KEY not in everything_emitted(output)
+        captured = capsys.readouterr()
+        assert API_KEY not in captured.out and API_KEY not in captured.err
+
+
+class TestBackoffStrategy:
+    """The schedule itself, without the CDK loop around it."""
+
+    @staticmethod
+    def _response(status: int, headers: Any = None) -> requests.Response:
+        response = requests.Response()
+        response.status_code = status
+        response.headers.update(headers or {})
+        response.request = requests.Request("GET", f"{PROJECT_URL}/persons/").prepare()
+        return response
+
+    def test_429_schedule_is_5_10_20_40_80(self) -> None:
+        strategy, response = PostHogBackoffStrategy("persons"), self._response(429)
+        assert [strategy.backoff_time(response, attempt) for attempt in range(1, 6)] == [5, 10, 20, 40, 80]
+
+    def test_retry_after_is_honoured_up_to_an_hour(self) -> None:
+        strategy = PostHogBackoffStrategy("persons")
+        assert strategy.backoff_time(self._response(429, {"Retry-After": "120"}), 1) == 120
+        assert strategy.backoff_time(self._response(429, {"Retry-After": "86400"}), 1) == settings.RATE_LIMIT_MAX_WAIT_SECONDS
+
+    def test_server_error_schedule_is_5_10_15(self) -> None:
+        strategy, response = PostHogBackoffStrategy("persons"), self._response(503)
+        assert [strategy.backoff_time(response, attempt) for attempt in range(1, 4)] == [5, 10, 15]
+
+
+class TestSharedBudget:
+    def test_every_stream_shares_one_budget(self, config: Any) -> None:
+        streams = SourcePosthog().streams(config)
+        budgets = {id(stream._http_client._api_budget) for stream in streams}
+        assert len(streams) == 11 and len(budgets) == 1
+        assert isinstance(streams[0]._http_client._api_budget, HttpAPIBudget)
+
+    @pytest.mark.parametrize(
+        "url, per_minute, per_hour",
+        [
+            pytest.param(f"{PROJECT_URL}/query/", 240, 2400, id="query"),
+            pytest.param(f"{PROJECT_URL}/persons/?limit=1000", 240, 1200, id="persons-analytics"),
+            pytest.param(f"{PROJECT_URL}/insights/?basic=true", 240, 1200, id="insights-analytics"),
+            pytest.param(f"{PROJECT_URL}/session_recordings/", 240, 1200, id="recordings-analytics"),
+            pytest.param(f"{PROJECT_URL}/cohorts/", 480, 4800, id="cohorts-crud"),
+            pytest.param("https://us.posthog.com/api/projects/", 480, 4800, id="projects-crud"),
+            pytest.param(f"{PROJECT_URL}/", 480, 4800, id="project-detail-crud"),
+            pytest.param("https://posthog.example.com/posthog/api/projects/2/cohorts/", 480, 4800, id="self-hosted-path-prefix-crud"),
+            pytest.param("https://posthog.example.com/posthog/api/projects/2/query/", 240, 2400, id="self-hosted-path-prefix-query"),
+        ],
+    )
+    def test_each_endpoint_class_is_paced_at_3_per_second_and_inside_posthogs_limits(
+        self, monkeypatch: pytest.MonkeyPatch, url: str, per_minute: int, per_hour: int
+    ) -> None:
+        monkeypatch.delenv(settings.RATE_LIMIT_SCALE_ENV)  # production scale
+        budget = build_api_budget()
+
+        policy = budget.get_matching_policy(requests.Request("GET", url).prepare())
+
+        assert isinstance(policy, MovingWindowCallRatePolicy), f"no pacing policy for {url}"
+        rates = sorted((rate.interval, rate.limit) for rate in policy._bucket.rates)
+        assert rates == [(1000, 3), (60_000, per_minute), (3_600_000, per_hour)]
+
+    def test_given_scale_env_when_budget_is_built_then_windows_shrink_for_emulator_runs(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(settings.RATE_LIMIT_SCALE_ENV, "10")
+        policy = build_api_budget().get_matching_policy(requests.Request("GET", f"{PROJECT_URL}/cohorts/").prepare())
+        assert sorted((rate.interval, rate.limit) for rate in policy._bucket.rates) == [(100, 3), (6000, 480), (360_000, 4800)]
+
+    def test_429_is_not_counted_as_a_budget_hit(self) -> None:
+        # The backoff strategy owns 429s; PostHog sends no X-RateLimit-* headers to sync a budget with.
+        assert build_api_budget()._status_codes_for_ratelimit_hit == []
