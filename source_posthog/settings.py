@@ -3,6 +3,7 @@
 Everything that is a tuning knob lives here, so stream code reads as behaviour, not numbers.
 """
 
+import os
 from datetime import timedelta
 
 DEFAULT_HOST = "us.posthog.com"
@@ -21,9 +22,11 @@ RECORDINGS_PAGE_SIZE = 200
 EVENTS_PAGE_SIZE_DEFAULT = 25_000
 EVENTS_PAGE_SIZE_MAX = 50_000
 EVENTS_PAGE_SIZE_MIN = 1_000
-# Events reach ClickHouse a little after their timestamp; never read the last minutes, so a
-# cursor never passes an event that is not yet visible.
-EVENTS_INGESTION_LAG = timedelta(minutes=2)
+# Events reach ClickHouse a little after PostHog stamps their `created_at`; never read the last
+# minutes, so the ingestion watermark never passes an event that is not yet visible.
+# Test seam: the bundled emulator has no ingestion delay, so its tests and the demo set
+# SOURCE_POSTHOG_INGESTION_LAG_SECONDS to a second or two instead of waiting two minutes.
+EVENTS_INGESTION_LAG = timedelta(seconds=float(os.environ.get("SOURCE_POSTHOG_INGESTION_LAG_SECONDS", "120")))
 # The first window after a cursor; later windows are sized from the density just seen.
 EVENTS_FIRST_WINDOW = timedelta(days=1)
 EVENTS_MIN_WINDOW = timedelta(seconds=1)
@@ -37,6 +40,12 @@ EVENTS_LOOKBACK_WINDOW_DAYS_MAX = 90
 # Ongoing recordings grow after they are first seen: incremental syncs re-read from the
 # earliest recording that was still ongoing (kept in state, capped).
 RECORDINGS_MAX_TRACKED_ONGOING = 1000
+# A recording can appear in the list after a later one has moved the cursor past its start:
+# each sync re-reads this far before the cursor and emits the recordings it had not seen.
+RECORDINGS_LOOKBACK = timedelta(hours=6)
+RECORDINGS_MAX_TRACKED_RECENT = 20_000
+# A recording still `ongoing` two days after it started is not followed any more.
+RECORDINGS_ONGOING_MAX_AGE = timedelta(days=2)
 
 # -- HTTP -------------------------------------------------------------------------------------
 CONNECT_TIMEOUT_SECONDS = 10

@@ -21,10 +21,11 @@ import shutil
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid as uuid_mod
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -230,7 +231,7 @@ class EventFactory:
         while uid in self.seen:
             uid = uuid7_text(ms, rng.getrandbits(74))
         self.seen.add(uid)
-        pidx = hash(person_uuid) & 0xFFFFFF if False else int(person_uuid[-6:], 16)
+        pidx = int(person_uuid[-6:], 16)
         bucket_ms = (ts_us // 1_800_000_000) * 1_800_000
         path = PATHS[int(rnd() * len(PATHS))]
         tmpl = self.templates[name][int(rnd() * 16)]
@@ -357,13 +358,35 @@ def build_database(path: Path, params: DataParams) -> None:
     os.replace(tmp, path)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _prune_cache(data_dir: Path, keep: Path) -> None:
-    """Keep the cache bounded: the MAX_CACHED_FILES most recently used datasets survive."""
+    """Keep the cache bounded: datasets beyond the MAX_CACHED_FILES most recently used ones are
+    removed once unused for an hour; working copies and links of dead processes are removed."""
+    now = time.time()
     files = sorted(data_dir.glob("posthog-emu-*.sqlite"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in files[MAX_CACHED_FILES:]:
-        if old != keep:
-            try:
+        try:
+            if old != keep and now - old.stat().st_mtime > 3600:
                 old.unlink()
+        except OSError:
+            pass
+    for work in [*data_dir.glob("work-*.sqlite*"), *data_dir.glob("inuse-*.sqlite")]:
+        try:
+            pid = int(work.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            try:
+                work.unlink()
             except OSError:
                 pass
 
@@ -392,8 +415,16 @@ class Store:
             self.generated = True
         self.load_seconds = time.monotonic() - t0
         os.utime(self.base_path)
+        self._touched = time.monotonic()
         _prune_cache(self.data_dir, self.base_path)
-        self._path = self.base_path
+        # A private hard link keeps the cached file readable even if another emulator prunes it.
+        self._link: Path | None = self.data_dir / f"inuse-{os.getpid()}-{uuid_mod.uuid4().hex[:8]}.sqlite"
+        try:
+            os.link(self.base_path, self._link)
+            self._path = self._link
+        except OSError:
+            self._link = None
+            self._path = self.base_path
         self._read_only = True
         self._generation = 0
         self._pool: list[tuple[int, sqlite3.Connection]] = []
@@ -415,11 +446,13 @@ class Store:
 
     # -- connections ------------------------------------------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
-        if self._read_only:
-            conn = sqlite3.connect(f"file:{self._path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
-        else:
-            conn = sqlite3.connect(self._path, check_same_thread=False, timeout=30)
+    @staticmethod
+    def _open(path: Path, read_only: bool) -> sqlite3.Connection:
+        if read_only:  # the pristine cache: immutable, no locking
+            uri = f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        else:  # the private working copy (WAL): readers see each committed mutation
+            conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA query_only=1")
         conn.execute("PRAGMA cache_size=-65536")
         return conn
@@ -428,7 +461,7 @@ class Store:
     def read(self) -> Iterator[sqlite3.Connection]:
         """A pooled read connection on the current data."""
         with self._pool_lock:
-            gen = self._generation
+            gen, path, read_only = self._generation, self._path, self._read_only
             conn = None
             while self._pool:
                 g, c = self._pool.pop()
@@ -437,7 +470,13 @@ class Store:
                     break
                 c.close()
         if conn is None:
-            conn = self._open()
+            conn = self._open(path, read_only)
+        if time.monotonic() - self._touched > 600:  # mark the cached file as in use (see _prune_cache)
+            self._touched = time.monotonic()
+            try:
+                os.utime(self.base_path)
+            except OSError:
+                pass
         try:
             yield conn
         finally:
@@ -453,7 +492,7 @@ class Store:
         with self.write_lock:
             if self._writer is None:
                 work = self.data_dir / f"work-{os.getpid()}-{uuid_mod.uuid4().hex[:8]}.sqlite"
-                shutil.copyfile(self.base_path, work)
+                shutil.copyfile(self._path, work)  # sendfile(2) on Linux
                 self._work_path = work
                 writer = sqlite3.connect(work, check_same_thread=False, timeout=30)
                 writer.execute("PRAGMA journal_mode=WAL")
@@ -482,6 +521,12 @@ class Store:
                     except OSError:
                         pass
                 self._work_path = None
+            if self._link is not None:
+                try:
+                    os.unlink(self._link)
+                except OSError:
+                    pass
+                self._link = None
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -595,8 +640,6 @@ class Store:
             max_ts = conn.execute("SELECT max(timestamp) FROM events WHERE team_id=?", (PROJECT_ID,)).fetchone()[0]
         max_us = tu.dt_to_us(tu.from_db(max_ts)) if max_ts else now_us - 86_400_000_000
         factory = EventFactory(self.params.seed + 7919 * self._mutations, self._persons_for_events())
-        with self.read() as conn:
-            pass
         rows = []
         hi = now_us - 5 * 60_000_000
         lo = max_us + 1
@@ -610,11 +653,6 @@ class Store:
             late_lo = late_hi - int(max_age_days * 86_400_000_000)
         late_rows = [factory.row(rng, PROJECT_ID, rng.randint(late_lo, late_hi), now_us) for _ in range(late_events)]
         w = self._writable()
-        existing = {r[0] for r in w.execute(
-            "SELECT uuid FROM events WHERE uuid IN (%s)" % ",".join("?" * len(rows + late_rows)),
-            [r[1] for r in rows + late_rows])} if rows or late_rows else set()
-        if existing:  # astronomically unlikely; keep uuids unique
-            raise RuntimeError(f"uuid collision while mutating: {sorted(existing)[:3]}")
         w.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows + late_rows)
         w.commit()
         result["events"]["new"] = [r[1] for r in rows]

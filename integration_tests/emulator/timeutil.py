@@ -68,13 +68,17 @@ def parse_relative_or_absolute(text: str, now: datetime) -> datetime:
     if m:
         n, unit = int(m.group(1)), m.group(2).lower()
         days = {"h": n / 24, "d": n, "w": 7 * n, "m": 30 * n, "y": 365 * n}[unit]
-        return now - timedelta(days=days)
+        try:
+            return now - timedelta(days=days)
+        except OverflowError:
+            raise ValueError(f"relative date {text!r} is out of range") from None
     return parse_datetime(text)
 
 
 def to_db(dt: datetime) -> str:
     """Aware datetime -> storage text ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC)."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    d = dt.astimezone(UTC)
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (d.year, d.month, d.day, d.hour, d.minute, d.second, d.microsecond)
 
 
 def from_db(text: str) -> datetime:

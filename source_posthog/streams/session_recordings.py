@@ -1,15 +1,18 @@
 """`session_recordings/`: recording metadata, incremental on `start_time`.
 
 PostHog's list defaults `date_from` to three days back (posthog-api.md § 3.9), so it is always
-sent: the anchor_date on a first sync, the cursor afterwards. Pages are `{"results",
-"has_next"}`, read oldest first with offset paging. Recordings still `ongoing` grow after they
-are first seen: their ids stay in state and the next sync re-reads from the earliest of them
-and emits them again, updated. The cursor moves when the whole range has been read.
+sent: anchor_date on a first sync, then the cursor minus a lookback. Pages are `{"results",
+"has_next"}`, read oldest first with offset paging. The cursor moves when the whole range has
+been read. Each incremental sync emits:
+- recordings that started after the cursor (new);
+- recordings that were still `ongoing` (they grow after they are first seen), updated;
+- recordings inside the lookback that the last sync had not seen: a recording can appear in
+  the list after a later one has moved the cursor past its start.
+The state keeps the ongoing ids and the ids seen inside the lookback to tell these apart.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional
 
 import pendulum
@@ -21,9 +24,6 @@ from source_posthog.state import StateError, require_mapping, state_timestamp
 from source_posthog.streams.base import HasNextOffsetPagination
 from source_posthog.timestamps import parse_timestamp, utc_iso
 
-# A recording that still says `ongoing` two days after it started is not followed any more.
-ONGOING_MAX_AGE = timedelta(days=2)
-
 
 class SessionRecordings(HasNextOffsetPagination, CheckpointMixin):
     resource = "session_recordings"
@@ -33,6 +33,7 @@ class SessionRecordings(HasNextOffsetPagination, CheckpointMixin):
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._state: MutableMapping[str, Any] = {}
+        self._date_from: pendulum.DateTime = args[0].anchor_date if args else kwargs["config"].anchor_date
         super().__init__(*args, **kwargs)
 
     @property
@@ -46,30 +47,16 @@ class SessionRecordings(HasNextOffsetPagination, CheckpointMixin):
             return
         cursor = state_timestamp(value, "start_time", self.name)
         ongoing = require_mapping(value.get("ongoing") or {}, self.name)
-        for recording_id, started in ongoing.items():
-            if not isinstance(started, str):
-                raise StateError(self.name, f"'ongoing' must map recording ids to start times, got {started!r}")
-        self._state = {"start_time": utc_iso(cursor), "ongoing": dict(ongoing)}
+        if not all(isinstance(started, str) for started in ongoing.values()):
+            raise StateError(self.name, "'ongoing' must map recording ids to start times")
+        recent = value.get("recent") or []
+        if not isinstance(recent, list):
+            raise StateError(self.name, f"'recent' must be a list of recording ids, got {type(recent).__name__}")
+        self._state = {"start_time": utc_iso(cursor), "ongoing": dict(ongoing), "recent": list(recent)}
 
-    def _read_from(self, sync_mode: SyncMode) -> pendulum.DateTime:
-        if sync_mode != SyncMode.incremental or not self._state:
-            return self.config.anchor_date
-        cursor = parse_timestamp(self._state["start_time"])
-        starts = [parse_timestamp(started) for started in self._state.get("ongoing", {}).values()]
-        starts = [started for started in starts if started >= cursor - ONGOING_MAX_AGE]
-        return min([cursor, *starts])
-
-    def request_params(
-        self, stream_state: Optional[Mapping[str, Any]] = None, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any
-    ) -> MutableMapping[str, Any]:
+    def request_params(self, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> MutableMapping[str, Any]:
         params = super().request_params(next_page_token=next_page_token, **kwargs)
-        params.update(
-            {
-                "date_from": self._date_from.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "order": "start_time",
-                "order_direction": "ASC",
-            }
-        )
+        params.update({"date_from": self._date_from.strftime("%Y-%m-%dT%H:%M:%SZ"), "order": "start_time", "order_direction": "ASC"})
         return params
 
     def read_records(
@@ -81,17 +68,35 @@ class SessionRecordings(HasNextOffsetPagination, CheckpointMixin):
     ) -> Iterable[Mapping[str, Any]]:
         incremental = sync_mode == SyncMode.incremental and bool(self._state)
         cursor = parse_timestamp(self._state["start_time"]) if incremental else None
-        was_ongoing = set(self._state.get("ongoing", {})) if incremental else set()
-        self._date_from = self._read_from(sync_mode)
+        was_ongoing = self._state.get("ongoing", {}) if incremental else {}
+        seen_recently = set(self._state.get("recent", [])) if incremental else set()
+        self._date_from = self._read_from(cursor, was_ongoing)
+        lookback_start = cursor - settings.RECORDINGS_LOOKBACK if cursor else None
+
         newest = cursor
         ongoing: Dict[str, str] = {}
+        started_at: Dict[str, pendulum.DateTime] = {}
         for record in super().read_records(sync_mode, cursor_field, stream_slice, stream_state):
-            started = parse_timestamp(record["start_time"])
-            if cursor is None or started > cursor or record.get("id") in was_ongoing:
+            recording_id, started = str(record.get("id")), parse_timestamp(record["start_time"])
+            if (
+                cursor is None
+                or started > cursor
+                or recording_id in was_ongoing
+                or (started > lookback_start and recording_id not in seen_recently)
+            ):
                 yield record
-            if newest is None or started > newest:
-                newest = started
+            started_at[recording_id] = started
+            newest = started if newest is None or started > newest else newest
             if record.get("ongoing") and len(ongoing) < settings.RECORDINGS_MAX_TRACKED_ONGOING:
-                ongoing[str(record["id"])] = utc_iso(started)
+                ongoing[recording_id] = utc_iso(started)
         if newest is not None:
-            self._state = {"start_time": utc_iso(newest), "ongoing": ongoing}
+            horizon = newest - settings.RECORDINGS_LOOKBACK
+            recent = sorted((r for r, s in started_at.items() if s > horizon), key=started_at.get)
+            self._state = {"start_time": utc_iso(newest), "ongoing": ongoing, "recent": recent[-settings.RECORDINGS_MAX_TRACKED_RECENT:]}
+
+    def _read_from(self, cursor: Optional[pendulum.DateTime], ongoing: Mapping[str, str]) -> pendulum.DateTime:
+        if cursor is None:
+            return self.config.anchor_date
+        starts = [parse_timestamp(started) for started in ongoing.values()]
+        followed = [started for started in starts if started >= cursor - settings.RECORDINGS_ONGOING_MAX_AGE]
+        return min([cursor - settings.RECORDINGS_LOOKBACK, *followed])

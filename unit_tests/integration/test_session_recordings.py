@@ -87,19 +87,35 @@ class TestSessionRecordingsIncremental:
         output = read_stream("session_recordings", SyncMode.incremental)
 
         assert records(output) == as_emitted(items)
-        assert final_state(output) == {"start_time": "2025-05-30T08:30:00.250000Z", "ongoing": {}}
+        # `recent`: the ids seen inside the lookback before the cursor (6 h), to spot late arrivals next time
+        assert final_state(output) == {"start_time": "2025-05-30T08:30:00.250000Z", "ongoing": {}, "recent": [items[1]["id"]]}
         http_mocker.assert_number_of_calls(request, 1)
 
-    def test_given_state_when_read_then_date_from_is_the_cursor_and_only_newer_recordings(self, http_mocker: HttpMocker) -> None:
-        at_cursor = recording(1, "2025-05-20T00:00:00Z")
+    def test_given_state_when_read_then_date_from_is_the_lookback_before_cursor_and_only_unseen_recordings(self, http_mocker: HttpMocker) -> None:
+        seen = recording(1, "2025-05-19T23:00:00Z")
+        at_cursor = recording(4, "2025-05-20T00:00:00Z")
         newer = recording(2, "2025-05-21T00:00:00Z")
-        request = recordings_request("2025-05-20T00:00:00Z")
-        http_mocker.get(request, page([at_cursor, newer], has_next=False))
+        request = recordings_request("2025-05-19T18:00:00Z")  # cursor minus the 6 h lookback
+        http_mocker.get(request, page([seen, at_cursor, newer], has_next=False))
+        state = {"start_time": "2025-05-20T00:00:00.000000Z", "ongoing": {}, "recent": [seen["id"], at_cursor["id"]]}
 
-        output = read_stream("session_recordings", SyncMode.incremental, state={"start_time": "2025-05-20T00:00:00.000000Z", "ongoing": {}})
+        output = read_stream("session_recordings", SyncMode.incremental, state=state)
 
         assert ids(output) == [newer["id"]]
-        assert final_state(output) == {"start_time": "2025-05-21T00:00:00.000000Z", "ongoing": {}}
+        assert final_state(output) == {"start_time": "2025-05-21T00:00:00.000000Z", "ongoing": {}, "recent": [newer["id"]]}
+
+    def test_given_recording_that_appeared_after_the_cursor_passed_its_start_when_read_then_it_is_emitted_once(self, http_mocker: HttpMocker) -> None:
+        seen = recording(1, "2025-05-20T00:00:00Z")
+        appeared_late = recording(3, "2025-05-19T22:00:00Z")  # started before the cursor, listed only now
+        request = recordings_request("2025-05-19T18:00:00Z")
+        http_mocker.get(request, page([appeared_late, seen], has_next=False))
+        state = {"start_time": "2025-05-20T00:00:00.000000Z", "ongoing": {}, "recent": [seen["id"]]}
+
+        first = read_stream("session_recordings", SyncMode.incremental, state=state)
+        assert ids(first) == [appeared_late["id"]]
+
+        second = read_stream("session_recordings", SyncMode.incremental, state=final_state(first))
+        assert ids(second) == []
 
     def test_given_ongoing_recording_when_next_sync_then_it_is_read_again_and_emitted_updated(self, http_mocker: HttpMocker) -> None:
         growing = recording(1, "2025-05-20T10:00:00Z", ongoing=True, duration=60)
@@ -109,24 +125,28 @@ class TestSessionRecordingsIncremental:
 
         first = read_stream("session_recordings", SyncMode.incremental)
         first_state = final_state(first)
-        assert first_state == {"start_time": "2025-05-20T11:00:00.000000Z", "ongoing": {growing["id"]: "2025-05-20T10:00:00.000000Z"}}
+        assert first_state == {
+            "start_time": "2025-05-20T11:00:00.000000Z",
+            "ongoing": {growing["id"]: "2025-05-20T10:00:00.000000Z"},
+            "recent": [growing["id"], finished["id"]],
+        }
 
         grown = {**growing, "ongoing": False, "recording_duration": 900}
         newer = recording(3, "2025-05-21T00:00:00Z")
-        second_sync = recordings_request("2025-05-20T10:00:00Z")  # from the earliest ongoing recording
+        second_sync = recordings_request("2025-05-20T05:00:00Z")  # cursor minus the lookback (before the ongoing one)
         http_mocker.get(second_sync, page([grown, finished, newer], has_next=False))
 
         second = read_stream("session_recordings", SyncMode.incremental, state=first_state)
 
         assert records(second) == as_emitted([grown, newer])  # `finished` was complete and already delivered
-        assert final_state(second) == {"start_time": "2025-05-21T00:00:00.000000Z", "ongoing": {}}
+        assert final_state(second) == {"start_time": "2025-05-21T00:00:00.000000Z", "ongoing": {}, "recent": [newer["id"]]}
         http_mocker.assert_number_of_calls(second_sync, 1)
 
     def test_given_recording_still_ongoing_when_next_sync_then_it_stays_tracked(self, http_mocker: HttpMocker) -> None:
         growing = recording(1, "2025-05-20T10:00:00Z", ongoing=True, duration=600)
-        request = recordings_request("2025-05-20T10:00:00Z")
+        request = recordings_request("2025-05-20T04:00:00Z")
         http_mocker.get(request, page([growing], has_next=False))
-        state = {"start_time": "2025-05-20T10:00:00.000000Z", "ongoing": {growing["id"]: "2025-05-20T10:00:00.000000Z"}}
+        state = {"start_time": "2025-05-20T10:00:00.000000Z", "ongoing": {growing["id"]: "2025-05-20T10:00:00.000000Z"}, "recent": [growing["id"]]}
 
         output = read_stream("session_recordings", SyncMode.incremental, state=state)
 
@@ -135,7 +155,7 @@ class TestSessionRecordingsIncremental:
 
     def test_given_ongoing_recording_older_than_two_days_before_cursor_when_read_then_it_is_no_longer_followed(self, http_mocker: HttpMocker) -> None:
         stale_id = "0190f6a2-aaaa-7bbb-8ccc-000000000777"
-        request = recordings_request("2025-05-20T00:00:00Z")
+        request = recordings_request("2025-05-19T18:00:00Z")  # not from the stale recording's start
         http_mocker.get(request, page([recording(5, "2025-05-20T06:00:00Z")], has_next=False))
         state = {"start_time": "2025-05-20T00:00:00.000000Z", "ongoing": {stale_id: "2025-05-10T00:00:00.000000Z"}}
 

@@ -1,0 +1,176 @@
+"""Run the real `source-posthog` command and read what it prints.
+
+Shared by the demo, the end-to-end and reliability tests and the benchmark: one way to write a
+config and catalog, run a sync (optionally killing it), and collect records and states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time"}
+PRIMARY_KEYS = {"events": ("uuid",), "property_definitions": ("type", "id")}
+ALL_STREAMS = (
+    "projects", "cohorts", "feature_flags", "insights", "annotations", "actions", "event_definitions",
+    "property_definitions", "persons", "session_recordings", "events",
+)
+
+
+def connector_command() -> List[str]:
+    """The installed console script of the running interpreter's venv."""
+    script = Path(sys.executable).parent / "source-posthog"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "source_posthog.run"]
+
+
+def primary_key(stream: str, record: Mapping[str, Any]) -> Any:
+    fields = PRIMARY_KEYS.get(stream, ("id",))
+    return tuple(record.get(name) for name in fields) if len(fields) > 1 else record.get(fields[0])
+
+
+def write_config(directory: Path, url: str, api_key: str, project_id: int, **extra: Any) -> Path:
+    config = {"api_key": api_key, "project_id": project_id, "host": url, **extra}
+    path = directory / "config.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def write_catalog(directory: Path, streams: Iterable[str] = ALL_STREAMS, incremental: bool = True, name: str = "catalog.json") -> Path:
+    configured = []
+    for stream in streams:
+        cursor = INCREMENTAL_STREAMS.get(stream) if incremental else None
+        configured.append(
+            {
+                "stream": {
+                    "name": stream,
+                    "json_schema": {},
+                    "supported_sync_modes": ["full_refresh", "incremental"] if stream in INCREMENTAL_STREAMS else ["full_refresh"],
+                },
+                "sync_mode": "incremental" if cursor else "full_refresh",
+                "destination_sync_mode": "append_dedup" if cursor else "overwrite",
+                **({"cursor_field": [cursor]} if cursor else {}),
+            }
+        )
+    path = directory / name
+    path.write_text(json.dumps({"streams": configured}, indent=2))
+    return path
+
+
+def write_state(
+    directory: Path, states: Mapping[str, Mapping[str, Any]], name: str = "state.json", incremental_only: bool = False
+) -> Path:
+    """A --state file. A new sync gets only the incremental streams' states (as the Airbyte
+    platform does); resuming an interrupted sync gets every stream's checkpoint."""
+    if incremental_only:
+        states = {stream: state for stream, state in states.items() if stream in INCREMENTAL_STREAMS}
+    messages = [
+        {"type": "STREAM", "stream": {"stream_descriptor": {"name": stream}, "stream_state": state}}
+        for stream, state in states.items()
+    ]
+    path = directory / name
+    path.write_text(json.dumps(messages))
+    return path
+
+
+@dataclass
+class SyncResult:
+    returncode: int
+    records: Dict[str, List[Mapping[str, Any]]] = field(default_factory=dict)
+    states: Dict[str, Mapping[str, Any]] = field(default_factory=dict)  # last STATE per stream
+    state_count: int = 0
+    traces: List[Mapping[str, Any]] = field(default_factory=list)
+    logs: List[str] = field(default_factory=list)
+    stdout: bytes = b""
+    stderr: bytes = b""
+    killed: bool = False
+    seconds: float = 0.0
+
+    def keys(self, stream: str) -> List[Any]:
+        return [primary_key(stream, record) for record in self.records.get(stream, [])]
+
+    def errors(self) -> List[Mapping[str, Any]]:
+        return [trace for trace in self.traces if trace.get("type") == "ERROR"]
+
+
+def parse_output(stdout: bytes, result: SyncResult) -> SyncResult:
+    lines = stdout.splitlines()
+    if result.killed and lines and not stdout.endswith(b"\n"):
+        lines = lines[:-1]  # a kill can cut the last line
+    for line in lines:
+        if not line.startswith(b"{"):
+            continue
+        message = orjson.loads(line)
+        kind = message.get("type")
+        if kind == "RECORD":
+            record = message["record"]
+            result.records.setdefault(record["stream"], []).append(record["data"])
+        elif kind == "STATE":
+            state = message["state"]
+            if state.get("type") == "STREAM":
+                stream = state["stream"]["stream_descriptor"]["name"]
+                result.states[stream] = state["stream"].get("stream_state") or {}
+                result.state_count += 1
+        elif kind == "TRACE":
+            trace = message["trace"]
+            if trace.get("type") == "ERROR":
+                result.traces.append({"type": "ERROR", **trace.get("error", {})})
+        elif kind == "LOG":
+            result.logs.append(message["log"].get("message", ""))
+    return result
+
+
+def run_sync(
+    config: Optional[Path],
+    catalog: Optional[Path] = None,
+    state: Optional[Path] = None,
+    command: str = "read",
+    kill_after_bytes: Optional[int] = None,
+    env: Optional[Mapping[str, str]] = None,
+    extra_args: Sequence[str] = (),
+    timeout: float = 900,
+) -> SyncResult:
+    """Run `source-posthog <command>`; with kill_after_bytes, SIGKILL it once it has printed that much."""
+    args = connector_command() + [command] + (["--config", str(config)] if config else [])
+    if catalog:
+        args += ["--catalog", str(catalog)]
+    if state:
+        args += ["--state", str(state)]
+    args += list(extra_args)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=str(REPO)
+    )
+    result = SyncResult(returncode=0)
+    if kill_after_bytes is None:
+        stdout, stderr = process.communicate(timeout=timeout)
+    else:
+        chunks: List[bytes] = []
+        read = 0
+        assert process.stdout is not None
+        while True:
+            chunk = process.stdout.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            chunks.append(chunk)
+            read += len(chunk)
+            if read >= kill_after_bytes:
+                process.send_signal(signal.SIGKILL)
+                result.killed = True
+                break
+        process.wait(timeout=timeout)
+        stdout = b"".join(chunks)
+        stderr = process.stderr.read() if process.stderr else b""
+    result.returncode = process.returncode
+    result.stdout, result.stderr = stdout, stderr
+    result.seconds = time.monotonic() - started
+    return parse_output(stdout, result)

@@ -1,0 +1,76 @@
+"""CLI: ``python -m integration_tests.emulator [options]``.
+
+Prints exactly one line ``READY http://127.0.0.1:PORT`` on stdout once it serves, then nothing
+else on stdout; stops on SIGTERM/SIGINT (removing its private working copy of the data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Sequence
+
+from . import timeutil as tu
+from .config import EmulatorConfig
+from .faults import FaultConfig
+from .server import EmulatorServer
+
+
+def _int_or_none(text: str) -> int | None:
+    return None if text.lower() in ("none", "null", "off", "") else int(text)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m integration_tests.emulator", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = a free port")
+    p.add_argument("--events", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--base-time", default=None, help="dataset 'now' (ISO, UTC); default: the current minute")
+    p.add_argument("--span-days", type=float, default=30.0)
+    p.add_argument("--legacy-page-cap", type=_int_or_none, default=1000, help="GET /events/ limit cap or 'none'")
+    p.add_argument("--legacy-max-offset", type=_int_or_none, default=50_000, help="GET /events/ max offset or 'none'")
+    p.add_argument("--rate-limits", action="store_true", help="enforce PostHog's rate limits")
+    p.add_argument("--rate-scale", type=float, default=1.0, help="divide every limit window by this")
+    p.add_argument("--faults", default="", help='e.g. "500=0.05,502=0.02,429=0.03,reset=0.01,truncate=0.01,slow=0.01"')
+    p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--slow-seconds", type=float, default=5.0)
+    p.add_argument("--query-queue-timeout", type=float, default=1.0)
+    p.add_argument("--query-latency", type=float, default=0.0)
+    p.add_argument("--data-dir", default=None)
+    return p.parse_args(argv)
+
+
+def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
+    return EmulatorConfig(
+        events=a.events, seed=a.seed, base_time=tu.parse_datetime(a.base_time) if a.base_time else None,
+        events_span_days=a.span_days, legacy_events_page_cap=a.legacy_page_cap,
+        legacy_events_max_offset=a.legacy_max_offset, rate_limits=a.rate_limits, rate_scale=a.rate_scale,
+        faults=FaultConfig.parse(a.faults, a.fault_seed, a.slow_seconds), data_dir=a.data_dir,
+        query_queue_timeout=a.query_queue_timeout, query_latency=a.query_latency)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    server = EmulatorServer(config_from_args(args), host=args.host, port=args.port)
+
+    def _stop(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    server.start()
+    try:
+        sys.stdout.write(f"READY {server.url}\n")
+        sys.stdout.flush()
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

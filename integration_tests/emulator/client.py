@@ -1,0 +1,138 @@
+"""The control-API client shared by EmulatorServer and EmulatorProcess, and EmulatorProcess itself.
+
+Both drive the emulator through the same unauthenticated HTTP control API under ``/_emulator/``
+(never faulted, never rate limited, not in the request log).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .faults import FaultConfig
+from .keys import KEYS, PROJECT_ID
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+
+
+class ControlClient:
+    url: str = ""
+
+    def __init__(self) -> None:
+        self.url = ""
+
+    @property
+    def api_key(self) -> str:
+        return KEYS["all_access"]
+
+    @property
+    def project_id(self) -> int:
+        return PROJECT_ID
+
+    def _control(self, method: str, name: str, body: Any = None, query: str = "", timeout: float = 600) -> Any:
+        data = orjson.dumps(body) if body is not None else None
+        req = urllib.request.Request(f"{self.url}/_emulator/{name}{query}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with _OPENER.open(req, timeout=timeout) as resp:
+                return orjson.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"emulator control {method} {name} failed: {e.code} {e.read()[:500]!r}") from None
+
+    def health(self) -> dict:
+        return self._control("GET", "health")
+
+    def ground_truth(self, stream: str | None = None) -> Any:
+        """Primary keys of everything the all_access key can read for PROJECT_ID (or one stream)."""
+        return self._control("GET", "ground_truth", query=f"?stream={stream}" if stream else "")
+
+    def mutate(self, **kwargs: Any) -> dict:
+        return self._control("POST", "mutate", kwargs)
+
+    def add_events(self, rows: list[dict]) -> list[str]:
+        return self._control("POST", "events", {"events": rows})["uuids"]
+
+    def requests(self) -> list[dict]:
+        return self._control("GET", "requests")
+
+    def clear_requests(self) -> None:
+        self._control("DELETE", "requests")
+
+    def set_faults(self, faults: FaultConfig | None) -> None:
+        self._control("POST", "faults", (faults or FaultConfig()).to_dict())
+
+    def set_rate_limits(self, enabled: bool = True, scale: float | None = None) -> None:
+        self._control("POST", "rate_limits", {"enabled": enabled, "scale": scale})
+
+
+class EmulatorProcess(ControlClient):
+    """The emulator in a separate process (``python -m integration_tests.emulator``), for benchmarks."""
+
+    def __init__(self, config=None, startup_timeout: float = 900.0, python: str | None = None):
+        super().__init__()
+        from .config import EmulatorConfig
+
+        self.config = config or EmulatorConfig()
+        self.startup_timeout = startup_timeout
+        self.python = python or sys.executable
+        self.proc: subprocess.Popen | None = None
+        self._stderr = None
+
+    def start(self) -> "EmulatorProcess":
+        cmd = [self.python, "-m", "integration_tests.emulator", "--port", "0", *self.config.to_cli_args()]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self._stderr)
+        line: list[bytes] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(self.startup_timeout)
+        text = line[0].decode().strip() if line else ""
+        if not text.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"emulator process did not start (got {text!r}); stderr:\n{self._stderr_tail()}")
+        self.url = text.split(" ", 1)[1]
+        return self
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0)
+            return self._stderr.read().decode(errors="replace")[-4000:]
+        except (OSError, ValueError):
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+            if self.proc.stdout:
+                self.proc.stdout.close()
+            self.proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> "EmulatorProcess":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,620 @@
+"""Resource handlers: the JSON bodies, envelopes, filters, orders and page rules of each endpoint.
+
+Every handler takes a :class:`Ctx` and returns a :class:`Result`; errors are raised as
+:class:`ApiError` with PostHog's drf-exceptions-hog body (posthog-api.md § 1.4). The five
+pagination conventions of posthog-api.md § 2 are implemented here:
+
+1. DRF LimitOffsetPagination (count/next/previous/results; projects, cohorts, feature_flags,
+   insights, event_definitions, property_definitions; annotations with default limit 1000);
+2. the legacy events list ({next, results}, ``next`` rewrites before/after);
+3. persons ({results, next, previous} + count with include_total; ``next`` on any full page);
+4. session recordings ({results, has_next, version: 4});
+5. actions ({results} only, unpaginated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid as uuid_mod
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import orjson
+
+from . import hogql
+from . import timeutil as tu
+from .data import Store
+from .keys import ApiKey
+from .ratelimit import RateLimiter
+
+_MAX_INT = 2 ** 62  # larger page parameters are clamped (SQLite integers are 64-bit)
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+class ApiError(Exception):
+    """An error response: ``{"type", "code", "detail", "attr"}`` (drf-exceptions-hog)."""
+
+    def __init__(self, status: int, type_: str, code: str, detail: str, attr: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.body = {"type": type_, "code": code, "detail": detail, "attr": attr}
+        self.headers = headers or {}
+
+
+def not_found(detail: str = "Not found.") -> ApiError:
+    return ApiError(404, "invalid_request", "not_found", detail)
+
+
+def validation_error(detail: str, attr: str | None = None, code: str = "invalid_input") -> ApiError:
+    return ApiError(400, "validation_error", code, detail, attr)
+
+
+@dataclass
+class Ctx:
+    store: Store
+    project_id: int
+    key: ApiKey
+    base_url: str  # "http://host:port" from the request's Host header
+    path: str  # the request path as received
+    raw_query: str  # the request query string as received
+    params: dict[str, str]  # last value of each query parameter
+    body: Any = None
+    limiter: RateLimiter | None = None
+    legacy_page_cap: int | None = 1000
+    legacy_max_offset: int | None = 50_000
+    query_latency: float = 0.0
+    log: dict = field(default_factory=dict)  # extra request-log fields (e.g. the HogQL text)
+
+    def url(self) -> str:
+        """``request.build_absolute_uri()``."""
+        return self.base_url + self.path + (("?" + self.raw_query) if self.raw_query else "")
+
+
+@dataclass
+class Result:
+    body: Any
+    rows: int | None = None
+    status: int = 200
+    raw: bytes | None = None  # pre-serialized body (big HogQL pages)
+
+
+# --------------------------------------------------------------------------------------------
+# DRF helpers
+# --------------------------------------------------------------------------------------------
+
+
+def replace_query_param(url: str, key: str, val: Any) -> str:
+    """rest_framework.utils.urls.replace_query_param: parameters re-encoded in sorted order."""
+    scheme, netloc, path, query, fragment = urlsplit(url)
+    qd = parse_qs(query, keep_blank_values=True)
+    qd[str(key)] = [str(val)]
+    return urlunsplit((scheme, netloc, path, urlencode(sorted(qd.items()), doseq=True), fragment))
+
+
+def remove_query_param(url: str, key: str) -> str:
+    scheme, netloc, path, query, fragment = urlsplit(url)
+    qd = parse_qs(query, keep_blank_values=True)
+    qd.pop(key, None)
+    return urlunsplit((scheme, netloc, path, urlencode(sorted(qd.items()), doseq=True), fragment))
+
+
+def _positive_int(value: str | None, strict: bool) -> int:
+    ret = int(value)  # raises TypeError/ValueError
+    if ret < 0 or (ret == 0 and strict):
+        raise ValueError(value)
+    return ret
+
+
+def drf_limit_offset(ctx: Ctx, default_limit: int) -> tuple[int, int]:
+    """LimitOffsetPagination.get_limit/get_offset: invalid values fall back to the defaults."""
+    try:
+        limit = _positive_int(ctx.params.get("limit"), strict=True)
+    except (TypeError, ValueError):
+        limit = default_limit
+    try:
+        offset = _positive_int(ctx.params.get("offset"), strict=False)
+    except (TypeError, ValueError):
+        offset = 0
+    return min(limit, _MAX_INT), min(offset, _MAX_INT)
+
+
+def drf_page(ctx: Ctx, items: list, default_limit: int = 100) -> Result:
+    """DRF LimitOffsetPagination envelope (no max_limit: any limit is honoured)."""
+    limit, offset = drf_limit_offset(ctx, default_limit)
+    count = len(items)
+    page = items[offset:offset + limit]
+    url = ctx.url()
+    nxt = None
+    if offset + limit < count:
+        nxt = replace_query_param(replace_query_param(url, "limit", limit), "offset", offset + limit)
+    prev = None
+    if offset > 0:
+        u = replace_query_param(url, "limit", limit)
+        prev = remove_query_param(u, "offset") if offset - limit <= 0 else replace_query_param(u, "offset", offset - limit)
+    return Result({"count": count, "next": nxt, "previous": prev, "results": page}, len(page))
+
+
+def _bool_param(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return value.lower() in ("1", "true", "yes", "on")
+
+
+def _date_param(ctx: Ctx, name: str) -> datetime | None:
+    raw = ctx.params.get(name)
+    if raw in (None, "", "all"):
+        return None
+    try:
+        return tu.parse_relative_or_absolute(raw, tu.utcnow())
+    except ValueError:
+        raise validation_error(f"Invalid date: '{raw}'. Use an ISO date-time or a relative date like -7d.", name) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Projects (§ 3.1)
+# --------------------------------------------------------------------------------------------
+
+
+def projects_list(ctx: Ctx, visible: list[int]) -> Result:
+    res = ctx.store.resources
+    return drf_page(ctx, [res.project_list_item(pid) for pid in sorted(visible)])
+
+
+def project_detail(ctx: Ctx) -> Result:
+    return Result(ctx.store.resources.project_detail(ctx.project_id), 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Simple DRF resources (§ 3.4–3.8, 3.10, 3.11)
+# --------------------------------------------------------------------------------------------
+
+
+def _search(entries, ctx: Ctx, *fields_: str):
+    term = ctx.params.get("search")
+    if not term:
+        return entries
+    t = term.lower()
+    return [e for e in entries if any(t in str(e.item.get(f) or "").lower() for f in fields_)]
+
+
+def cohorts_list(ctx: Ctx) -> Result:
+    """Ordered -created_at; deleted cohorts excluded; ``search``, ``type`` filters."""
+    entries = _search(ctx.store.resources.ordered("cohorts", ctx.project_id), ctx, "name")
+    kind = ctx.params.get("type")
+    if kind in ("static", "dynamic"):
+        entries = [e for e in entries if e.item["is_static"] == (kind == "static")]
+    return drf_page(ctx, [e.item for e in entries])
+
+
+def feature_flags_list(ctx: Ctx) -> Result:
+    """Ordered -created_at; deleted flags excluded; ``active``, ``search`` filters."""
+    entries = _search(ctx.store.resources.ordered("feature_flags", ctx.project_id), ctx, "key", "name")
+    active = ctx.params.get("active")
+    if active in ("true", "false"):
+        entries = [e for e in entries if e.item["active"] == (active == "true")]
+    return drf_page(ctx, [e.item for e in entries])
+
+
+_INSIGHT_BASIC_FIELDS = ("id", "short_id", "name", "derived_name", "favorited", "tags", "description", "last_refresh",
+                         "created_at", "created_by", "updated_at", "last_modified_at", "last_modified_by",
+                         "dashboards", "deleted", "user_access_level")
+
+
+def insights_list(ctx: Ctx) -> Result:
+    """Model ordering ``order``; ``date_from``/``date_to`` strict on last_modified_at; ``basic`` payload."""
+    entries = _search(ctx.store.resources.ordered("insights", ctx.project_id), ctx, "name", "derived_name")
+    date_from, date_to = _date_param(ctx, "date_from"), _date_param(ctx, "date_to")
+    if date_from:
+        entries = [e for e in entries if e.extra["last_modified_at"] > date_from]
+    if date_to:
+        entries = [e for e in entries if e.extra["last_modified_at"] < date_to]
+    if ctx.params.get("short_id"):
+        entries = [e for e in entries if e.item["short_id"] == ctx.params["short_id"]]
+    if _bool_param(ctx.params.get("basic")):
+        items = [{k: e.item[k] for k in _INSIGHT_BASIC_FIELDS} for e in entries]
+    else:
+        items = [e.item for e in entries]
+    return drf_page(ctx, items)
+
+
+def annotations_list(ctx: Ctx) -> Result:
+    """Default limit 1000, ordered -date_marker; ``date_from``/``date_to`` inclusive on date_marker."""
+    entries = _search(ctx.store.resources.ordered("annotations", ctx.project_id), ctx, "content")
+    date_from, date_to = _date_param(ctx, "date_from"), _date_param(ctx, "date_to")
+    if date_from:
+        entries = [e for e in entries if e.extra["date_marker"] >= date_from]
+    if date_to:
+        entries = [e for e in entries if e.extra["date_marker"] <= date_to]
+    if ctx.params.get("scope"):
+        entries = [e for e in entries if e.item["scope"] == ctx.params["scope"]]
+    return drf_page(ctx, [e.item for e in entries], default_limit=1000)
+
+
+def actions_list(ctx: Ctx) -> Result:
+    """Unpaginated: every non-deleted action, ``{"results": [...]}``, -last_calculated_at, name."""
+    items = [e.item for e in ctx.store.resources.ordered("actions", ctx.project_id)]
+    return Result({"results": items}, len(items))
+
+
+def event_definitions_list(ctx: Ctx) -> Result:
+    """Ordered last_seen_at::date DESC, name; ``ordering``, ``search``, ``event_type`` filters."""
+    entries = _search(ctx.store.resources.ordered("event_definitions", ctx.project_id), ctx, "name")
+    event_type = ctx.params.get("event_type")
+    if event_type == "event_custom":
+        entries = [e for e in entries if not e.item["name"].startswith("$")]
+    elif event_type == "event_posthog":
+        entries = [e for e in entries if e.item["name"].startswith("$")]
+    ordering = ctx.params.get("ordering")
+    if ordering:
+        field_ = ordering.lstrip("-")
+        if field_ not in ("name", "last_seen_at"):
+            raise validation_error(f"Invalid ordering '{ordering}'", "ordering")
+        key = (lambda e: e.item["name"]) if field_ == "name" else (lambda e: e.item["last_seen_at"] or "")
+        entries = sorted(entries, key=key, reverse=ordering.startswith("-"))
+    return drf_page(ctx, [e.item for e in entries])
+
+
+PROPERTY_TYPES = ("event", "person", "group", "session")
+
+
+def property_definitions_list(ctx: Ctx) -> Result:
+    """Filtered by ``type`` (default event; group needs ``group_type_index``), ordered by name."""
+    ptype = ctx.params.get("type") or "event"
+    if ptype not in PROPERTY_TYPES:
+        raise validation_error(f'"{ptype}" is not a valid choice.', "type", code="invalid_choice")
+    gti = None
+    if ptype == "group":
+        raw = ctx.params.get("group_type_index")
+        try:
+            gti = int(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise validation_error("group_type_index must be provided for group properties (0-4)",
+                                   "group_type_index") from None
+    entries = ctx.store.resources.ordered("property_definitions", ctx.project_id)
+    entries = [e for e in entries if e.extra["type"] == ptype and (ptype != "group" or e.extra["group_type_index"] == gti)]
+    entries = _search(entries, ctx, "name")
+    return drf_page(ctx, [e.item for e in entries])
+
+
+def resource_detail(kind: str) -> Callable[[Ctx, str], Result]:
+    def handler(ctx: Ctx, item_id: str) -> Result:
+        item = ctx.store.resources.find(kind, ctx.project_id, item_id)
+        if item is None:
+            raise not_found()
+        return Result(item, 1)
+
+    return handler
+
+
+# --------------------------------------------------------------------------------------------
+# Session recordings (§ 3.9)
+# --------------------------------------------------------------------------------------------
+
+_RECORDING_ORDERS = {"start_time": None, "duration": "recording_duration", "recording_duration": "recording_duration",
+                     "active_seconds": "active_seconds", "inactive_seconds": "inactive_seconds",
+                     "console_error_count": "console_error_count", "click_count": "click_count",
+                     "keypress_count": "keypress_count", "mouse_activity_count": "mouse_activity_count",
+                     "activity_score": "activity_score"}
+
+
+def _int_param(ctx: Ctx, name: str, default: int, minimum: int = 0) -> int:
+    raw = ctx.params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise validation_error("A valid integer is required.", name, code="invalid") from None
+    if value < minimum:
+        raise validation_error(f"Ensure this value is greater than or equal to {minimum}.", name, code="min_value")
+    if value > _MAX_INT:
+        raise validation_error(f"Ensure this value is less than or equal to {_MAX_INT}.", name, code="max_value")
+    return value
+
+
+def session_recordings_list(ctx: Ctx) -> Result:
+    """``date_from`` default ``-3d`` (relative to now), ``date_to``, ``limit`` 50, ``offset``,
+    ``order`` (default start_time) and ``order_direction`` (default DESC); ``{results, has_next, version: 4}``."""
+    if ctx.params.get("after"):
+        raise validation_error("Cursor paging ('after') is not emulated; page with offset += limit while has_next.",
+                               "after")
+    now = tu.utcnow()
+    raw_from = ctx.params.get("date_from") or "-3d"
+    try:
+        date_from = tu.parse_relative_or_absolute(raw_from, now)
+    except ValueError:
+        raise validation_error(f"Invalid date_from: '{raw_from}'", "date_from") from None
+    date_to = _date_param(ctx, "date_to")
+    limit = _int_param(ctx, "limit", 50, minimum=1)
+    offset = _int_param(ctx, "offset", 0)
+    order = ctx.params.get("order") or "start_time"
+    if order not in _RECORDING_ORDERS:
+        raise validation_error(f'"{order}" is not a valid choice.', "order", code="invalid_choice")
+    direction = (ctx.params.get("order_direction") or "DESC").upper()
+    if direction not in ("ASC", "DESC"):
+        raise validation_error(f'"{direction}" is not a valid choice.', "order_direction", code="invalid_choice")
+    entries = ctx.store.resources.entries("session_recordings", ctx.project_id)
+    entries = [e for e in entries if e.extra["start"] >= date_from and (date_to is None or e.extra["start"] <= date_to)]
+    person_uuid = ctx.params.get("person_uuid")
+    if person_uuid:
+        entries = [e for e in entries if e.item["person"]["uuid"] == person_uuid]
+    if ctx.params.get("session_ids"):
+        try:
+            wanted = orjson.loads(ctx.params["session_ids"])
+            if not isinstance(wanted, list):
+                raise TypeError
+            wanted = {str(w) for w in wanted}
+        except (orjson.JSONDecodeError, TypeError):
+            raise validation_error("session_ids must be a JSON list of session ids", "session_ids") from None
+        entries = [e for e in entries if e.item["id"] in wanted]
+    field_ = _RECORDING_ORDERS[order]
+    key = (lambda e: (e.extra["start"], e.item["id"])) if field_ is None else (lambda e: (e.item[field_], e.item["id"]))
+    entries.sort(key=key, reverse=direction == "DESC")
+    page = entries[offset:offset + limit + 1]
+    has_next = len(page) > limit
+    items = [e.item for e in page[:limit]]
+    return Result({"results": items, "has_next": has_next, "version": 4}, len(items))
+
+
+# --------------------------------------------------------------------------------------------
+# Persons (§ 3.2)
+# --------------------------------------------------------------------------------------------
+
+_PERSON_SQL = ("SELECT id, created_at, properties, is_identified, distinct_ids, last_seen_at FROM persons "
+               "WHERE team_id = ?")
+
+
+def _person_item(row) -> dict:
+    pid, created, props, identified, dids, last_seen = row
+    props_obj = orjson.loads(props)
+    dids_obj = orjson.loads(dids)
+    return {"type": "person", "id": pid, "uuid": pid, "name": props_obj.get("email") or dids_obj[0],
+            "distinct_ids": dids_obj, "properties": props_obj, "is_identified": bool(identified),
+            "created_at": tu.db_to_iso_z(created), "last_seen_at": tu.db_to_iso_z(last_seen) if last_seen else None,
+            "matched_recordings": [], "value_at_data_point": None}
+
+
+def persons_list(ctx: Ctx) -> Result:
+    """Ordered created_at DESC, id DESC; ``next`` whenever a full page came back; ``count`` only
+    with ``include_total=true``; filters ``distinct_id``, ``email``, ``search``."""
+    limit, offset = drf_limit_offset(ctx, 100)
+    where, args = "", [ctx.project_id]
+    if ctx.params.get("distinct_id"):
+        where += " AND EXISTS (SELECT 1 FROM json_each(persons.distinct_ids) WHERE value = ?)"
+        args.append(ctx.params["distinct_id"])
+    if ctx.params.get("email"):
+        where += " AND json_extract(properties, '$.email') = ?"
+        args.append(ctx.params["email"])
+    if ctx.params.get("search"):
+        where += " AND (instr(lower(properties), lower(?)) > 0 OR instr(lower(distinct_ids), lower(?)) > 0 OR id = ?)"
+        args += [ctx.params["search"]] * 3
+    with ctx.store.read() as conn:
+        rows = conn.execute(f"{_PERSON_SQL}{where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                            args + [limit, offset]).fetchall()
+        total = conn.execute(f"SELECT count(*) FROM persons WHERE team_id = ?{where}", args).fetchone()[0] \
+            if _bool_param(ctx.params.get("include_total")) else None
+    url = ctx.url()
+    nxt = replace_query_param(replace_query_param(url, "limit", limit), "offset", offset + limit) \
+        if len(rows) == limit else None
+    prev = None
+    if offset > 0:
+        prev = replace_query_param(replace_query_param(url, "limit", limit), "offset", max(0, offset - limit))
+    body: dict[str, Any] = {"results": [_person_item(r) for r in rows], "next": nxt, "previous": prev}
+    if total is not None:
+        body["count"] = total
+    return Result(body, len(rows))
+
+
+def person_detail(ctx: Ctx, item_id: str) -> Result:
+    with ctx.store.read() as conn:
+        row = conn.execute(f"{_PERSON_SQL} AND id = ?", (ctx.project_id, item_id.lower())).fetchone()
+    if row is None:
+        raise not_found()
+    return Result(_person_item(row), 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Legacy events list (§ 3.3)
+# --------------------------------------------------------------------------------------------
+
+_ATTR_RE = re.compile(r'([A-Za-z_][\w\-]*)="((?:[^"\\]|\\.)*)"')
+_ELEMENTS_CACHE: dict[str, list] = {}
+
+
+def elements_from_chain(chain: str) -> list[dict]:
+    """Parse an ``elements_chain`` into ElementSerializer dicts (text, tag_name, attr_class, ...)."""
+    if not chain:
+        return []
+    cached = _ELEMENTS_CACHE.get(chain)
+    if cached is not None:
+        return cached
+    out = []
+    for order, part in enumerate(chain.split(";")):
+        head, _, attrs_text = part.partition(":")
+        tag, *classes = head.split(".")
+        attrs = dict(_ATTR_RE.findall(attrs_text))
+        out.append({
+            "event": None, "text": attrs.get("text"), "tag_name": tag or None,
+            "attr_class": classes or None, "href": attrs.get("href"), "attr_id": attrs.get("attr_id"),
+            "nth_child": int(attrs["nth-child"]) if "nth-child" in attrs else None,
+            "nth_of_type": int(attrs["nth-of-type"]) if "nth-of-type" in attrs else None,
+            "attributes": {k: v for k, v in attrs.items() if k.startswith("attr__")}, "order": order,
+        })
+    if len(_ELEMENTS_CACHE) < 10_000:
+        _ELEMENTS_CACHE[chain] = out
+    return out
+
+
+def _event_param_dt(ctx: Ctx, name: str) -> str | None:
+    raw = ctx.params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return tu.to_db(tu.parse_datetime(raw))
+    except ValueError:
+        raise validation_error(f"Invalid {name}: '{raw}' is not an ISO-8601 timestamp", name) from None
+
+
+def events_list(ctx: Ctx) -> Result:
+    """``after``/``before`` strict (before defaults to now + 5 s), ``orderBy`` (default ["-timestamp"]),
+    ``limit`` (default 100, capped at 1000), ``offset`` (refused above 50,000), no count; ``next`` only
+    when more rows exist, with ``before`` (DESC) or ``after`` (ASC) set to the last row's timestamp
+    (rows that share that timestamp are lost, as in PostHog)."""
+    raw_order = ctx.params.get("orderBy")
+    try:
+        order_by = ["-timestamp"] if not raw_order else list(orderloads(raw_order))
+    except (orjson.JSONDecodeError, TypeError):
+        raise validation_error("orderBy must be a JSON list such as [\"-timestamp\"]", "orderBy") from None
+    if not order_by or order_by[0] not in ("timestamp", "-timestamp"):
+        raise validation_error(f"Unsupported orderBy {raw_order!r}: use [\"timestamp\"] or [\"-timestamp\"]", "orderBy")
+    desc = order_by[0] == "-timestamp"
+    limit = _int_param(ctx, "limit", 100, minimum=1)
+    if ctx.legacy_page_cap is not None:
+        limit = min(limit, ctx.legacy_page_cap)
+    offset = _int_param(ctx, "offset", 0)
+    if ctx.legacy_max_offset is not None and offset > ctx.legacy_max_offset:
+        raise validation_error(f"offset must be less than or equal to {ctx.legacy_max_offset}. "
+                               "Use the after/before parameters to page through events instead.", "offset")
+    before = _event_param_dt(ctx, "before") or tu.to_db(tu.utcnow() + timedelta(seconds=5))
+    after = _event_param_dt(ctx, "after")
+    where, args = " AND timestamp < ?", [ctx.project_id, before]
+    if after:
+        where += " AND timestamp > ?"
+        args.append(after)
+    for name in ("event", "distinct_id", "person_id"):
+        if ctx.params.get(name):
+            where += f" AND {name} = ?"
+            args.append(ctx.params[name])
+    direction = "DESC" if desc else "ASC"
+    sql = (f"SELECT uuid, distinct_id, properties, event, timestamp, elements_chain, person_id FROM events "
+           f"WHERE team_id = ?{where} ORDER BY timestamp {direction}, uuid {direction} LIMIT ? OFFSET ?")
+    with ctx.store.read() as conn:
+        rows = conn.execute(sql, args + [limit + 1, offset]).fetchall()
+        persons = _persons_for_events(conn, ctx, rows) if _bool_param(ctx.params.get("include_person")) else {}
+    page = rows[:limit]
+    results = [{"id": r[0], "distinct_id": r[1], "properties": orjson.Fragment(r[2]), "event": r[3],
+                "timestamp": tu.db_to_iso_offset(r[4]), "person": persons.get(r[6]),
+                "elements": elements_from_chain(r[5]), "elements_chain": r[5]} for r in page]
+    nxt = None
+    if len(rows) > limit:
+        params = dict(ctx.params)  # request.GET.dict(): other parameters (offset too) are kept
+        params["before" if desc else "after"] = tu.db_to_iso_offset(page[-1][4])
+        nxt = f"{ctx.base_url}{ctx.path}?{urlencode(params)}"
+    return Result({"next": nxt, "results": results}, len(results))
+
+
+def orderloads(raw: str):
+    value = orjson.loads(raw)
+    if not isinstance(value, list):
+        raise TypeError("orderBy must be a list")
+    return value
+
+
+def _persons_for_events(conn, ctx: Ctx, rows) -> dict:
+    ids = sorted({r[6] for r in rows if r[6]})
+    out = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        q = f"SELECT id, is_identified, distinct_ids, properties FROM persons WHERE team_id = ? AND id IN ({','.join('?' * len(chunk))})"
+        for pid, identified, dids, props in conn.execute(q, [ctx.project_id] + chunk):
+            p = orjson.loads(props)
+            out[pid] = {"is_identified": bool(identified), "distinct_ids": orjson.loads(dids)[:1],
+                        "properties": {k: p[k] for k in ("email", "name", "username") if k in p}}
+    return out
+
+
+def event_detail(ctx: Ctx, item_id: str) -> Result:
+    if not _UUID_RE.match(item_id):
+        raise ApiError(400, "validation_error", "invalid", "Invalid UUID")
+    with ctx.store.read() as conn:
+        r = conn.execute("SELECT uuid, distinct_id, properties, event, timestamp, elements_chain, person_id FROM events "
+                         "WHERE team_id = ? AND uuid = ?", (ctx.project_id, str(uuid_mod.UUID(item_id)))).fetchone()
+    if r is None:
+        raise not_found(f"No events exist for event UUID {item_id}")
+    return Result({"id": r[0], "distinct_id": r[1], "properties": orjson.Fragment(r[2]), "event": r[3],
+                   "timestamp": tu.db_to_iso_offset(r[4]), "person": None, "elements": elements_from_chain(r[5]),
+                   "elements_chain": r[5]}, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# HogQL query (§ 4)
+# --------------------------------------------------------------------------------------------
+
+_REFRESH_OK = {None, True, False, "blocking", "force_blocking", "force_cache", "lazy_async"}
+_MODIFIERS = {"personsOnEventsMode": "person_id_override_properties_on_events", "personsArgMaxVersion": "auto",
+              "inCohortVia": "auto", "materializationMode": "legacy_null_as_null", "useMaterializedViews": True,
+              "bounceRatePageViewMode": "count_pageviews", "sessionTableVersion": "auto"}
+
+
+def query(ctx: Ctx) -> Result:
+    """``POST /query/`` with a HogQLQuery: HogQLQueryResponse (§ 4.2), concurrency-limited per team."""
+    body = ctx.body
+    if not isinstance(body, dict):
+        raise validation_error("The request body must be a JSON object with a 'query' key.", None, code="parse_error")
+    q = body.get("query")
+    if not isinstance(q, dict):
+        raise validation_error("This field is required: 'query' must be an object such as "
+                               "{\"kind\": \"HogQLQuery\", \"query\": \"SELECT ...\"}", "query", code="required")
+    kind = q.get("kind")
+    if kind != "HogQLQuery":
+        raise validation_error(f"Query kind {kind!r} is not supported by this emulator: only HogQLQuery is.", "query")
+    refresh = body.get("refresh")
+    if refresh not in _REFRESH_OK:
+        if refresh in ("async", "force_async", "async_except_on_cache_miss"):
+            raise validation_error(f"refresh={refresh!r} (asynchronous queries) is not emulated: use 'blocking'.",
+                                   "refresh")
+        raise validation_error(f'"{refresh}" is not a valid choice.', "refresh", code="invalid_choice")
+    text = q.get("query")
+    ctx.log["hogql"] = text
+    values = q.get("values")
+    if values is not None and not isinstance(values, dict):
+        raise validation_error("query.values must be an object", "values")
+    if q.get("offset"):
+        raise validation_error(hogql.OFFSET_REFUSED, "offset")
+    try:
+        compiled = hogql.compile_query(text, ctx.project_id, values)
+    except hogql.HogQLError as e:
+        raise validation_error(e.detail, None, code=e.code) from None
+    limiter = ctx.limiter
+    t0 = time.perf_counter()
+    slot = limiter.query_slot(ctx.project_id) if limiter else _null_context()
+    with slot:
+        if ctx.query_latency:
+            time.sleep(ctx.query_latency)
+        with ctx.store.read() as conn:
+            rows = conn.execute(compiled.sql, compiled.params).fetchall()
+    elapsed = time.perf_counter() - t0
+    has_more = False
+    if not compiled.explicit_limit:
+        has_more = len(rows) > compiled.limit
+        rows = rows[:compiled.limit]
+    if compiled.bool_columns:
+        rows = [tuple(bool(v) if i in compiled.bool_columns and v is not None else v for i, v in enumerate(r))
+                for r in rows]
+    now = tu.utcnow()
+    cache_key = "cache_" + hashlib.sha256(f"{ctx.project_id}|{text}|{values}".encode()).hexdigest()[:32]
+    response = {
+        "cache_key": cache_key, "cache_target_age": None, "clickhouse": compiled.sql,
+        "columns": compiled.columns, "error": None, "explain": None, "hasMore": has_more,
+        "hogql": compiled.hogql, "is_cached": False, "last_refresh": tu.iso_z_seconds(now),
+        "limit": compiled.limit, "metadata": None, "modifiers": _MODIFIERS,
+        "next_allowed_client_refresh": tu.iso_z_seconds(now + timedelta(minutes=1)), "offset": 0,
+        "query": text, "query_status": None, "results": rows, "timezone": "UTC",
+        "timings": [{"k": "./hogql_to_sqlite", "t": 0.0005}, {"k": "./execute", "t": round(elapsed, 6)},
+                    {"k": ".", "t": round(elapsed + 0.001, 6)}],
+        "types": compiled.types,
+    }
+    return Result(None, len(rows), raw=orjson.dumps(response))
+
+
+class _null_context:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,492 @@
+"""In-memory CRUD resources of the emulated PostHog organization (deterministic from the seed).
+
+Each resource has every field of the examples in posthog-api.md § 3 (3.1 projects, 3.4 cohorts,
+3.5 feature_flags, 3.6 insights, 3.7 annotations, 3.8 actions, 3.9 session_recordings,
+3.10 event_definitions, 3.11 property_definitions). Project 2 holds enough rows that every
+paginated resource needs more than one page at its default limit; project 3 holds a handful.
+Deleted rows exist but are never listed (PostHog excludes them).
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import threading
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from . import timeutil as tu
+from .keys import ORGANIZATION_ID, PROJECT_ID, SECOND_PROJECT_ID
+
+PROJECTS = (PROJECT_ID, SECOND_PROJECT_ID)
+
+USERS = (
+    {"id": 1, "uuid": "0190f3c0-1111-7000-8000-000000000001", "distinct_id": "cUzv8mQ1jane0000000000000000000001",
+     "first_name": "Jane", "last_name": "Doe", "email": "jane@example.com", "is_email_verified": True,
+     "hedgehog_config": None, "role_at_organization": "engineering"},
+    {"id": 2, "uuid": "0190f3c0-2222-7000-8000-000000000002", "distinct_id": "cUzv8mQ1omar0000000000000000000002",
+     "first_name": "Omar", "last_name": "Haddad", "email": "omar@example.com", "is_email_verified": True,
+     "hedgehog_config": None, "role_at_organization": "product"},
+    {"id": 3, "uuid": "0190f3c0-3333-7000-8000-000000000003", "distinct_id": "cUzv8mQ1mei00000000000000000000003",
+     "first_name": "Mei", "last_name": "Chen", "email": "mei@example.com", "is_email_verified": False,
+     "hedgehog_config": None, "role_at_organization": "data"},
+)
+
+# Sizes per project: (visible rows in project 2, deleted rows in project 2, rows in project 3)
+SIZES = {
+    "cohorts": (250, 4, 5),
+    "feature_flags": (230, 3, 5),
+    "insights": (240, 5, 5),
+    "annotations": (1100, 5, 5),
+    "actions": (60, 2, 4),
+    "event_definitions": (150, 0, 6),
+}
+PROPERTY_DEFINITION_SIZES = {"event": (160, 3), "person": (120, 3), "session": (110, 3), "group": (105, 3)}
+RECORDINGS_RECENT, RECORDINGS_ONGOING, RECORDINGS_OLD, RECORDINGS_P3 = 90, 15, 210, 4
+
+_WORDS = ("signup", "checkout", "billing", "pricing", "onboarding", "dashboard", "export", "search", "invite",
+          "settings", "mobile", "beta", "trial", "churn", "retention", "activation", "referral", "upgrade",
+          "feedback", "webhook", "insights", "cohort", "funnel", "session", "survey", "experiment")
+
+
+@dataclass
+class Entry:
+    """One stored row: its project, its public JSON item, whether lists hide it, and sort/filter keys."""
+
+    team_id: int
+    item: dict
+    hidden: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _uuid(rng: random.Random, when: datetime) -> str:
+    ms = tu.dt_to_us(when) // 1000
+    r = rng.getrandbits(74)
+    ra, rb = r >> 62, r & ((1 << 62) - 1)
+    return "%08x-%04x-7%03x-%04x-%012x" % (ms >> 16, ms & 0xFFFF, ra, 0x8000 | (rb >> 48), rb & 0xFFFFFFFFFFFF)
+
+
+def _user(rng: random.Random) -> dict:
+    return dict(USERS[rng.randrange(len(USERS))])
+
+
+class Resources:
+    """All non-event, non-person resources, keyed by kind; thread-safe for mutations."""
+
+    def __init__(self, seed: int, base_time: datetime, span_days: float, persons: dict[int, list[dict]]):
+        self.seed = seed
+        self.base = base_time
+        self.span_days = span_days
+        self.persons = persons
+        self.lock = threading.RLock()
+        self.rows: dict[str, list[Entry]] = {}
+        self._ids: dict[str, int] = {}
+        self.projects = {pid: self._project(pid) for pid in PROJECTS}
+        for kind, builder in (("cohorts", self._cohort), ("feature_flags", self._feature_flag),
+                              ("insights", self._insight), ("annotations", self._annotation),
+                              ("actions", self._action), ("event_definitions", self._event_definition)):
+            self.rows[kind] = self._build(kind, builder)
+        self.rows["property_definitions"] = self._property_definitions()
+        self.rows["session_recordings"] = self._recordings()
+
+    # -- generic --------------------------------------------------------------------------
+
+    def _next_id(self, kind: str) -> int:
+        self._ids[kind] = self._ids.get(kind, 0) + 1
+        return self._ids[kind]
+
+    def _created(self, rng: random.Random, prev: list[datetime]) -> datetime:
+        """A created_at within the last ~400 days; ~5 % repeat the previous one exactly (ties)."""
+        if prev and rng.random() < 0.05:
+            return prev[-1]
+        return self.base - timedelta(days=1 + rng.random() * 400, microseconds=rng.randrange(1_000_000))
+
+    def _build(self, kind: str, builder) -> list[Entry]:
+        visible, deleted, p3 = SIZES[kind]
+        rng = random.Random(f"{self.seed}/{kind}")
+        out: list[Entry] = []
+        prev: list[datetime] = []
+        for team, n, hidden in ((PROJECT_ID, visible, False), (PROJECT_ID, deleted, True), (SECOND_PROJECT_ID, p3, False)):
+            for i in range(n):
+                created = self._created(rng, prev)
+                prev.append(created)
+                entry = builder(rng, self._next_id(kind), team, created, hidden, len(out))
+                out.append(entry)
+        return out
+
+    # -- projects (§ 3.1) -------------------------------------------------------------------
+
+    def _project(self, pid: int) -> dict:
+        names = {PROJECT_ID: "Default project", SECOND_PROJECT_ID: "Second project"}
+        created = self.base - timedelta(days=500 - 40 * (pid - PROJECT_ID))
+        return {
+            "id": pid, "uuid": f"0190f3c1-{pid:04x}-7000-8000-00000000000{pid}", "organization": ORGANIZATION_ID,
+            "api_token": f"phc_emu{pid}{'Defaultproject' if pid == PROJECT_ID else 'Secondproject0'}token0000000000000000",
+            "name": names[pid], "completed_snippet_onboarding": True,
+            "has_completed_onboarding_for": {"product_analytics": True, "session_replay": pid == PROJECT_ID},
+            "ingested_event": pid == PROJECT_ID, "is_demo": False, "timezone": "UTC", "access_control": False,
+            "_detail": {
+                "created_at": tu.iso_z(created), "updated_at": tu.iso_z(created + timedelta(days=30)),
+                "anonymize_ips": False, "app_urls": ["https://app.example.com"], "slack_incoming_webhook": None,
+                "test_account_filters": [{"key": "email", "type": "person", "value": "@example.com", "operator": "not_icontains"}],
+                "test_account_filters_default_checked": False, "path_cleaning_filters": [], "data_attributes": ["data-attr"],
+                "person_display_name_properties": ["email", "name"], "correlation_config": {},
+                "autocapture_opt_out": False, "session_recording_opt_in": pid == PROJECT_ID,
+                "capture_console_log_opt_in": True, "capture_performance_opt_in": True, "week_start_day": None,
+                "primary_dashboard": 5 if pid == PROJECT_ID else None, "live_events_columns": None,
+                "recording_domains": [], "person_on_events_querying_enabled": True,
+                "effective_membership_level": 8, "product_intents": [], "default_modifiers": {},
+            },
+        }
+
+    def project_list_item(self, pid: int) -> dict:
+        return {k: v for k, v in self.projects[pid].items() if k != "_detail"}
+
+    def project_detail(self, pid: int) -> dict:
+        p = self.projects[pid]
+        return {**{k: v for k, v in p.items() if k != "_detail"}, **p["_detail"]}
+
+    # -- cohorts (§ 3.4) ------------------------------------------------------------------
+
+    def _cohort(self, rng, cid, team, created, hidden, n) -> Entry:
+        static = rng.random() < 0.25
+        last_calc = None if static else created + timedelta(days=rng.random() * 30)
+        item = {
+            "id": cid, "name": f"{rng.choice(_WORDS).title()} {rng.choice(('users', 'power users', 'churn risk', 'trialists', 'buyers'))} #{cid}",
+            "description": rng.choice(("", "Users who did the thing in the last 30 days", "Imported from CSV")),
+            "deleted": hidden,
+            "groups": [] if static else [{"properties": [{"key": "plan", "type": "person", "value": ["pro"], "operator": "exact"}]}],
+            "filters": {"properties": {"type": "OR", "values": [] if static else [
+                {"type": "AND", "values": [{"key": "plan", "type": "person", "value": ["pro"], "operator": "exact"}]}]}},
+            "query": None, "is_calculating": rng.random() < 0.05, "is_static": static,
+            "cohort_type": "static" if static else None, "created_by": _user(rng),
+            "created_at": tu.iso_z(created), "last_calculation": tu.iso_z(last_calc) if last_calc else None,
+            "errors_calculating": 1 if rng.random() < 0.03 else 0, "count": rng.randint(0, 50_000), "experiment_set": [],
+        }
+        return Entry(team, item, hidden, {"created_at": created})
+
+    # -- feature flags (§ 3.5) ------------------------------------------------------------
+
+    def _feature_flag(self, rng, fid, team, created, hidden, n) -> Entry:
+        rollout = rng.choice((0, 10, 25, 50, 100, None))
+        multivariate = rng.random() < 0.2
+        edited = rng.random() < 0.7
+        updated = created + timedelta(days=rng.random() * 60) if edited else None
+        active = rng.random() < 0.8
+        item = {
+            "id": fid, "name": f"{rng.choice(_WORDS).title()} rollout", "key": f"{rng.choice(_WORDS)}-{fid}",
+            "filters": {"groups": [{"properties": [], "rollout_percentage": rollout}],
+                        "multivariate": {"variants": [{"key": "control", "rollout_percentage": 50},
+                                                      {"key": "test", "rollout_percentage": 50}]} if multivariate else None,
+                        "payloads": {}},
+            "deleted": hidden, "active": active, "created_by": _user(rng), "created_at": tu.iso_z(created),
+            "updated_at": tu.iso_z(updated) if updated else None, "version": rng.randint(1, 9) if edited else 1,
+            "last_modified_by": _user(rng) if edited else None, "is_simple_flag": not multivariate,
+            "rollout_percentage": None if multivariate else rollout, "ensure_experience_continuity": rng.random() < 0.1,
+            "experiment_set": [], "surveys": [], "features": [], "rollback_conditions": None, "performed_rollback": False,
+            "can_edit": True, "tags": [], "evaluation_tags": [], "evaluation_runtime": rng.choice(("all", "server", "client")),
+            "usage_dashboard": 30 + fid, "analytics_dashboards": [], "has_enriched_analytics": False,
+            "user_access_level": "editor", "is_remote_configuration": False, "has_encrypted_payloads": False,
+            "status": "ACTIVE" if active else "INACTIVE",
+        }
+        return Entry(team, item, hidden, {"created_at": created})
+
+    # -- insights (§ 3.6) -----------------------------------------------------------------
+
+    def _insight(self, rng, iid, team, created, hidden, n) -> Entry:
+        modified = created + timedelta(days=rng.random() * 90)
+        if modified > self.base:
+            modified = self.base - timedelta(minutes=rng.randrange(1, 600))
+        event = rng.choice(("$pageview", "signed_up", "purchase_completed", "$autocapture", "feature_used"))
+        item = {
+            "id": iid, "short_id": "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(8)),
+            "name": f"{rng.choice(('Weekly', 'Daily', 'Monthly'))} {event.strip('$')} #{iid}" if rng.random() < 0.8 else None,
+            "derived_name": f"{event} count",
+            "query": {"kind": "InsightVizNode", "source": {"kind": rng.choice(("TrendsQuery", "FunnelsQuery")),
+                                                           "series": [{"kind": "EventsNode", "event": event}]}},
+            "order": rng.randrange(10) if rng.random() < 0.2 else None, "deleted": hidden,
+            "dashboards": [5] if rng.random() < 0.3 else [], "dashboard_tiles": [],
+            "last_refresh": None, "cache_target_age": None, "next_allowed_client_refresh": None,
+            "result": None, "hasMore": None, "columns": None, "created_at": tu.iso_z(created),
+            "created_by": _user(rng), "description": rng.choice(("", "Tracks the main funnel")),
+            "updated_at": tu.iso_z(modified), "tags": [], "favorited": rng.random() < 0.1,
+            "last_modified_at": tu.iso_z(modified), "last_modified_by": _user(rng), "is_sample": False,
+            "effective_restriction_level": 21, "effective_privilege_level": 37, "user_access_level": "editor",
+            "timezone": "UTC", "is_cached": False, "query_status": None, "hogql": None, "types": None,
+            "resolved_date_range": None,
+        }
+        if item["dashboards"]:
+            item["dashboard_tiles"] = [{"id": 1000 + iid, "dashboard_id": 5}]
+        return Entry(team, item, hidden, {"created_at": created, "last_modified_at": modified})
+
+    # -- annotations (§ 3.7) --------------------------------------------------------------
+
+    def _annotation(self, rng, aid, team, created, hidden, n) -> Entry:
+        marker = created.replace(microsecond=0) - timedelta(minutes=rng.randrange(0, 120))
+        scope = "project"
+        r = rng.random()
+        if team == SECOND_PROJECT_ID and n % 2 == 0:
+            scope = "organization"  # org-scoped annotations show in every project of the organization
+        elif r < 0.15:
+            scope = "dashboard_item"
+        elif r < 0.2:
+            scope = "organization"
+        elif r < 0.25:
+            scope = "recording"
+        updated = created + timedelta(days=rng.random() * 20) if rng.random() < 0.3 else created
+        if updated > self.base:
+            updated = self.base
+        item = {
+            "id": aid, "content": f"{rng.choice(('Deployed', 'Launched', 'Rolled back', 'Incident:', 'Campaign'))} {rng.choice(_WORDS)} v{aid % 10}.{aid % 7}",
+            "date_marker": tu.iso_z_seconds(marker), "creation_type": rng.choice(("USR", "USR", "GIT")),
+            "dashboard_item": 100 + aid if scope == "dashboard_item" else None,
+            "dashboard_id": None, "dashboard_name": None,
+            "insight_short_id": f"ins{aid:05d}" if scope == "dashboard_item" else None,
+            "insight_name": "Weekly signups" if scope == "dashboard_item" else None,
+            "insight_derived_name": "signed_up count" if scope == "dashboard_item" else None,
+            "created_by": _user(rng), "created_at": tu.iso_z(created), "updated_at": tu.iso_z(updated),
+            "deleted": hidden, "scope": scope, "emoji": None, "hidden_in_user_interface": False, "tags": [],
+        }
+        return Entry(team, item, hidden, {"date_marker": marker, "updated_at": updated})
+
+    # -- actions (§ 3.8) ------------------------------------------------------------------
+
+    def _action(self, rng, aid, team, created, hidden, n) -> Entry:
+        calc = None if rng.random() < 0.1 else created + timedelta(days=rng.random() * 30)
+        if calc and calc > self.base:
+            calc = self.base
+        item = {
+            "id": aid, "name": f"{rng.choice(_WORDS).title()} {rng.choice(('clicked', 'completed', 'viewed'))} #{aid}",
+            "description": "", "tags": [], "post_to_slack": False, "slack_message_format": "",
+            "steps": [{"event": rng.choice(("$autocapture", "$pageview")), "text": rng.choice(("Sign up", None)),
+                       "url": rng.choice((None, "/pricing")), "url_matching": "contains", "selector": None,
+                       "properties": None}],
+            "created_at": tu.iso_z(created), "created_by": _user(rng), "deleted": hidden,
+            "is_calculating": False, "last_calculated_at": tu.iso_z_seconds(calc) if calc else None,
+            "team_id": team, "is_action": True, "bytecode_error": None, "pinned_at": None,
+            "creation_context": None, "user_access_level": "editor",
+        }
+        return Entry(team, item, hidden, {"last_calculated_at": calc})
+
+    # -- event definitions (§ 3.10) -------------------------------------------------------
+
+    def _event_definition(self, rng, did, team, created, hidden, n) -> Entry:
+        from .data import EVENT_WEIGHTS  # local import: data imports this module
+
+        known = [name for name, _ in EVENT_WEIGHTS]
+        idx = n if team == PROJECT_ID else n - SIZES["event_definitions"][0]
+        if team == PROJECT_ID and idx < len(known):
+            name = known[idx]
+            last_seen = self.base - timedelta(minutes=rng.randrange(20, 600))
+        else:
+            name = f"{rng.choice(_WORDS)} {rng.choice(('clicked', 'completed', 'viewed', 'opened', 'failed'))} {idx}"
+            last_seen = None if rng.random() < 0.05 else self.base - timedelta(days=rng.random() * 200)
+        item = {
+            "id": _uuid(rng, created), "name": name, "owner": None, "description": None, "tags": [],
+            "created_at": tu.iso_z_seconds(created), "last_seen_at": tu.iso_z_seconds(last_seen) if last_seen else None,
+            "last_updated_at": tu.iso_z_seconds(last_seen or created), "updated_at": tu.iso_z_seconds(created),
+            "updated_by": None, "verified": False, "verified_at": None, "verified_by": None, "hidden": False,
+            "is_action": False, "post_to_slack": False, "is_calculating": False, "action_id": None,
+            "volume_30_day": None, "query_usage_30_day": None,
+        }
+        return Entry(team, item, hidden, {"last_seen_at": last_seen})
+
+    # -- property definitions (§ 3.11) ----------------------------------------------------
+
+    def _property_names(self, ptype: str, n: int) -> list[str]:
+        base = {
+            "event": ["$browser", "$browser_version", "$os", "$os_version", "$device_type", "$current_url", "$host",
+                      "$pathname", "$referrer", "$referring_domain", "$screen_height", "$screen_width", "$lib",
+                      "$lib_version", "$session_id", "$window_id", "$insert_id", "$time", "$device_id",
+                      "$geoip_country_code", "$geoip_city_name", "$geoip_time_zone", "$feature_flags", "plan", "sku",
+                      "quantity", "price", "currency", "revenue", "order_id", "feature", "duration_ms"],
+            "person": ["email", "name", "plan", "signup_count", "is_beta_tester", "$initial_browser", "$initial_os",
+                       "$initial_device_type", "$initial_referring_domain", "$initial_current_url",
+                       "$geoip_country_code", "$geoip_city_name"],
+            "session": ["$session_duration", "$entry_current_url", "$entry_pathname", "$exit_current_url",
+                        "$channel_type", "$pageview_count", "$autocapture_count", "$is_bounce", "$start_timestamp",
+                        "$end_timestamp", "$entry_referring_domain", "$entry_utm_source"],
+            "group": ["name", "industry", "employee_count", "plan", "created_at", "mrr", "country", "is_paying"],
+        }[ptype]
+        names = list(base)
+        i = 0
+        while len(names) < n:
+            names.append(f"{_WORDS[i % len(_WORDS)]}_{ptype}_prop_{i}")
+            i += 1
+        return names[:n]
+
+    @staticmethod
+    def _property_type(name: str) -> str | None:
+        lowered = name.lower()
+        if any(w in lowered for w in ("count", "height", "width", "quantity", "price", "revenue", "duration", "mrr", "employee")):
+            return "Numeric"
+        if lowered.startswith("is_") or lowered.startswith("$is_") or lowered.endswith("_tester"):
+            return "Boolean"
+        if "timestamp" in lowered or lowered in ("$time", "created_at"):
+            return "DateTime"
+        if "feature_flags" in lowered:
+            return None
+        return "String"
+
+    def _property_definitions(self) -> list[Entry]:
+        rng = random.Random(f"{self.seed}/property_definitions")
+        out: list[Entry] = []
+        for ptype, (n2, n3) in PROPERTY_DEFINITION_SIZES.items():
+            for team, n in ((PROJECT_ID, n2), (SECOND_PROJECT_ID, n3)):
+                for name in self._property_names(ptype, n):
+                    created = self.base - timedelta(days=1 + rng.random() * 300)
+                    ptype_value = self._property_type(name)
+                    item = {
+                        "id": _uuid(rng, created), "name": name, "is_numerical": ptype_value == "Numeric",
+                        "property_type": ptype_value, "tags": [], "is_seen_on_filtered_events": None,
+                        "description": None, "updated_at": tu.iso_z_seconds(created), "updated_by": None,
+                        "verified": False, "verified_at": None, "verified_by": None, "hidden": False,
+                    }
+                    out.append(Entry(team, item, False, {"type": ptype, "group_type_index": 0 if ptype == "group" else None}))
+        return out
+
+    # -- session recordings (§ 3.9) -------------------------------------------------------
+
+    def _recording(self, rng: random.Random, team: int, start: datetime, duration: int, ongoing: bool) -> Entry:
+        people = self.persons.get(team) or [{"uuid": _uuid(rng, start), "pk": 0, "distinct_ids": ["anonymous"],
+                                             "properties": {}, "created_at": tu.to_db(start)}]
+        person = people[rng.randrange(len(people))]
+        active = int(duration * (0.2 + rng.random() * 0.6))
+        expiry = start + timedelta(days=30)
+        item = {
+            "id": _uuid(rng, start), "distinct_id": person["distinct_ids"][0], "viewed": rng.random() < 0.3,
+            "viewers": [], "recording_duration": duration, "active_seconds": active,
+            "inactive_seconds": duration - active, "start_time": tu.iso_z_seconds(start),
+            "end_time": tu.iso_z_seconds(start + timedelta(seconds=duration)),
+            "click_count": rng.randint(0, 80), "keypress_count": rng.randint(0, 200),
+            "mouse_activity_count": rng.randint(0, 900), "console_log_count": rng.randint(0, 20),
+            "console_warn_count": rng.randint(0, 5), "console_error_count": rng.randint(0, 3),
+            "start_url": "https://app.example.com" + rng.choice(("/", "/pricing", "/dashboard", "/signup", "/docs")),
+            "person": {"id": person["pk"], "name": person["properties"].get("email", person["distinct_ids"][0]),
+                       "distinct_ids": person["distinct_ids"], "properties": person["properties"],
+                       "created_at": tu.db_to_iso_z(person["created_at"]), "uuid": person["uuid"]},
+            "storage": "object_storage", "retention_period_days": 30, "expiry_time": tu.iso_z_seconds(expiry),
+            "recording_ttl": max(0, (expiry - self.base).days), "snapshot_source": "web", "ongoing": ongoing,
+            "activity_score": round(rng.random(), 2),
+        }
+        return Entry(team, item, False, {"start": start.replace(microsecond=0)})
+
+    def _recordings(self) -> list[Entry]:
+        rng = random.Random(f"{self.seed}/session_recordings")
+        out: list[Entry] = []
+        for i in range(RECORDINGS_RECENT):  # start_time within the last 2 days of base_time
+            ongoing = i < RECORDINGS_ONGOING
+            if ongoing:
+                start = self.base - timedelta(minutes=rng.randrange(3, 90))
+                duration = int((self.base - start).total_seconds()) - rng.randrange(0, 60)
+            else:
+                start = self.base - timedelta(days=rng.random() * 2)
+                duration = rng.randrange(5, 3600)
+                start = min(start, self.base - timedelta(seconds=duration + 60))
+            out.append(self._recording(rng, PROJECT_ID, start, duration, ongoing))
+        for _ in range(RECORDINGS_OLD):  # across the events span
+            start = self.base - timedelta(days=2 + rng.random() * max(0.0, self.span_days - 2))
+            out.append(self._recording(rng, PROJECT_ID, start, rng.randrange(5, 3600), False))
+        for _ in range(RECORDINGS_P3):
+            start = self.base - timedelta(days=rng.random() * 2.5)
+            out.append(self._recording(rng, SECOND_PROJECT_ID, start, rng.randrange(5, 600), False))
+        return out
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def entries(self, kind: str, project_id: int) -> list[Entry]:
+        """Visible rows of ``kind`` for ``project_id`` (annotations: plus organization-scoped ones)."""
+        with self.lock:
+            rows = self.rows[kind]
+            if kind == "annotations":
+                return [e for e in rows if not e.hidden and (e.team_id == project_id or e.item["scope"] == "organization")]
+            return [e for e in rows if not e.hidden and e.team_id == project_id]
+
+    def ordered(self, kind: str, project_id: int) -> list[Entry]:
+        """Rows in PostHog's default list order for the resource (quick table, § 3.12)."""
+        rows = self.entries(kind, project_id)
+        if kind in ("cohorts", "feature_flags"):  # -created_at
+            rows.sort(key=lambda e: (e.extra["created_at"], e.item["id"]), reverse=True)
+        elif kind == "insights":  # model ordering "order" (NULLS LAST), then id
+            rows.sort(key=lambda e: (e.item["order"] is None, e.item["order"] or 0, e.item["id"]))
+        elif kind == "annotations":  # -date_marker
+            rows.sort(key=lambda e: (e.extra["date_marker"], e.item["id"]), reverse=True)
+        elif kind == "actions":  # -last_calculated_at (NULLS FIRST under DESC), name
+            rows.sort(key=lambda e: e.item["name"])
+            rows.sort(key=lambda e: (e.extra["last_calculated_at"] is None, e.extra["last_calculated_at"] or self.base),
+                      reverse=True)
+        elif kind == "event_definitions":  # last_seen_at::date DESC (NULLS FIRST), name ASC
+            rows.sort(key=lambda e: e.item["name"])
+            rows.sort(key=lambda e: (e.extra["last_seen_at"] is None,
+                                     e.extra["last_seen_at"].date() if e.extra["last_seen_at"] else date.min),
+                      reverse=True)
+        elif kind == "property_definitions":  # is_seen_on_filtered_events DESC (all null), name ASC
+            rows.sort(key=lambda e: e.item["name"])
+        elif kind == "session_recordings":
+            rows.sort(key=lambda e: (e.extra["start"], e.item["id"]), reverse=True)
+        return rows
+
+    def ground_truth(self, stream: str, project_id: int) -> list:
+        if stream == "projects":
+            return sorted(self.projects)
+        if stream == "property_definitions":
+            return [[e.extra["type"], e.item["id"]] for e in self.ordered(stream, project_id)]
+        return [e.item["id"] for e in self.ordered(stream, project_id)]
+
+    def find(self, kind: str, project_id: int, item_id: str) -> dict | None:
+        for e in self.entries(kind, project_id):
+            if str(e.item["id"]) == item_id:
+                return e.item
+        return None
+
+    # -- mutations ------------------------------------------------------------------------
+
+    def mutate_annotations(self, rng: random.Random, now: datetime, new: int, updated: int) -> dict:
+        """New annotations, and existing ones whose content changed (updated_at = now)."""
+        with self.lock:
+            rows = self.rows["annotations"]
+            candidates = [e for e in rows if not e.hidden and e.team_id == PROJECT_ID]
+            changed = rng.sample(candidates, min(updated, len(candidates)))
+            for e in changed:
+                e.item = {**e.item, "content": e.item["content"] + " (edited)", "updated_at": tu.iso_z(now)}
+                e.extra["updated_at"] = now
+            added = []
+            for _ in range(new):
+                created = now - timedelta(microseconds=rng.randrange(1_000_000))
+                entry = self._annotation(rng, self._next_id("annotations"), PROJECT_ID, created, False, len(rows))
+                marker = now.replace(microsecond=0) - timedelta(minutes=rng.randrange(0, 60))
+                entry.item.update({"date_marker": tu.iso_z_seconds(marker), "scope": "project",
+                                   "created_at": tu.iso_z(now), "updated_at": tu.iso_z(now),
+                                   "dashboard_item": None, "insight_short_id": None, "insight_name": None,
+                                   "insight_derived_name": None})
+                entry.extra.update({"date_marker": marker, "updated_at": now})
+                rows.append(entry)
+                added.append(entry.item["id"])
+            return {"new": added, "updated": [e.item["id"] for e in changed]}
+
+    def mutate_recordings(self, rng: random.Random, now: datetime, new: int, grow: bool) -> dict:
+        """New recordings, and ongoing ones that grew (later end_time, longer duration, same start_time)."""
+        with self.lock:
+            rows = self.rows["session_recordings"]
+            grown = []
+            if grow:
+                for e in rows:
+                    if e.team_id == PROJECT_ID and e.item["ongoing"]:
+                        start = e.extra["start"]
+                        duration = max(e.item["recording_duration"] + 1, int((now - start).total_seconds()))
+                        extra_active = (duration - e.item["recording_duration"]) // 2
+                        e.item = {**e.item, "recording_duration": duration,
+                                  "active_seconds": e.item["active_seconds"] + extra_active,
+                                  "inactive_seconds": duration - e.item["active_seconds"] - extra_active,
+                                  "end_time": tu.iso_z_seconds(start + timedelta(seconds=duration)),
+                                  "click_count": e.item["click_count"] + rng.randint(1, 20)}
+                        grown.append(e.item["id"])
+            added = []
+            for i in range(new):
+                start = now - timedelta(minutes=rng.randrange(2, 120))
+                ongoing = i % 2 == 0
+                duration = int((now - start).total_seconds()) if ongoing else rng.randrange(5, 60)
+                entry = self._recording(rng, PROJECT_ID, start, duration, ongoing)
+                rows.append(entry)
+                added.append(entry.item["id"])
+            return {"new": added, "updated": grown}
