@@ -38,6 +38,22 @@ def primary_key(stream: str, record: Mapping[str, Any]) -> Any:
     return tuple(record.get(name) for name in fields) if len(fields) > 1 else record.get(fields[0])
 
 
+def hashable(value: Any) -> Any:
+    """Ground truth sends composite keys as JSON lists; records give tuples."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def expected_incremental_keys(stream: str, changes: Mapping[str, Any], truth_after: Mapping[str, List[Any]]) -> set:
+    """What an incremental sync must deliver after `emu.mutate(...)`: the changes for the
+    incremental streams, everything for the full-refresh ones."""
+    if stream == "events":
+        return set(changes["events"]["new"]) | set(changes["events"]["late"])
+    if stream in ("annotations", "session_recordings"):
+        block = changes.get(stream, {})
+        return set(block.get("new", [])) | set(block.get("updated", []))
+    return set(map(hashable, truth_after.get(stream, [])))
+
+
 def write_config(directory: Path, url: str, api_key: str, project_id: int, **extra: Any) -> Path:
     config = {"api_key": api_key, "project_id": project_id, "host": url, **extra}
     path = directory / "config.json"

@@ -13,7 +13,16 @@ import sys
 import time
 from pathlib import Path
 
-from integration_tests.connector import ALL_STREAMS, REPO, run_sync, write_catalog, write_config, write_state
+from integration_tests.connector import (
+    ALL_STREAMS,
+    REPO,
+    expected_incremental_keys,
+    hashable,
+    run_sync,
+    write_catalog,
+    write_config,
+    write_state,
+)
 from integration_tests.emulator import EmulatorConfig, EmulatorServer
 
 OUTPUT = REPO / ".demo-output"
@@ -83,30 +92,16 @@ def _table(full, incremental, truth_before, truth_after, changes) -> None:
     print(header)
     print("-" * (len(header) + 40))
     for stream in ALL_STREAMS:
-        full_keys = set(map(_hashable, full.keys(stream)))
-        incremental_keys = set(map(_hashable, incremental.keys(stream)))
-        expected = _expected_incremental(stream, changes, truth_after)
-        ok = full_keys == set(map(_hashable, truth_before.get(stream, []))) and incremental_keys == expected
+        full_keys = set(map(hashable, full.keys(stream)))
+        incremental_keys = set(map(hashable, incremental.keys(stream)))
+        expected = expected_incremental_keys(stream, changes, truth_after)
+        ok = full_keys == set(map(hashable, truth_before.get(stream, []))) and incremental_keys == expected
         ok = ok and len(incremental.keys(stream)) == len(incremental_keys)  # no duplicates
         state = json.dumps(incremental.states.get(stream, {}))
         print(
             f"{stream:22s} {len(full_keys):7,d} {len(truth_before.get(stream, [])):7,d} {len(incremental_keys):6,d} "
             f"{len(expected):6,d} {'yes' if ok else 'NO':3s} {state[:60]}{'…' if len(state) > 60 else ''}"
         )
-
-
-def _expected_incremental(stream: str, changes, truth_after) -> set:
-    """What an incremental sync must deliver: the changes, or everything for full refresh streams."""
-    if stream == "events":
-        return set(changes["events"]["new"]) | set(changes["events"]["late"])
-    if stream in ("annotations", "session_recordings"):
-        block = changes.get(stream, {})
-        return set(block.get("new", [])) | set(block.get("updated", []))
-    return set(map(_hashable, truth_after.get(stream, [])))
-
-
-def _hashable(value):
-    return tuple(value) if isinstance(value, list) else value
 
 
 def _fail(result) -> int:
