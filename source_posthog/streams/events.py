@@ -111,7 +111,8 @@ class Events(PostHogStream, CheckpointMixin):
     http_method = "POST"
 
     def __init__(self, *args: Any, **kwargs: Any):
-        self._state: Optional[EventsState] = None
+        self._events_state: Optional[EventsState] = None
+        self._state_dict: Dict[str, Any] = {}
         super().__init__(*args, **kwargs)
         self.page_size = self.config.events_page_size
         self._window = settings.EVENTS_FIRST_WINDOW
@@ -119,11 +120,20 @@ class Events(PostHogStream, CheckpointMixin):
     # -- state -------------------------------------------------------------------------------
     @property
     def state(self) -> MutableMapping[str, Any]:
-        return self._state.to_dict() if self._state else {}
+        return self._state_dict  # the CDK reads it after every record: built once per page
 
     @state.setter
     def state(self, value: MutableMapping[str, Any]) -> None:
         self._state = EventsState.from_dict(value or {}, self.config.project_id)
+
+    @property
+    def _state(self) -> Optional[EventsState]:
+        return self._events_state
+
+    @_state.setter
+    def _state(self, value: Optional[EventsState]) -> None:
+        self._events_state = value
+        self._state_dict = value.to_dict() if value else {}
 
     # -- slices: one per page, decided from the state the previous page left ----------------
     def stream_slices(self, sync_mode: SyncMode = SyncMode.full_refresh, **kwargs: Any) -> Iterable[Optional[Mapping[str, Any]]]:
