@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.sources.streams.call_rate import HttpAPIBudget, HttpRequestRegexMatcher, MovingWindowCallRatePolicy, Rate
 from airbyte_cdk.sources.streams.http.error_handlers import BackoffStrategy, ErrorHandler
@@ -81,6 +82,11 @@ def build_api_budget(scale: Optional[float] = None) -> HttpAPIBudget:
     return HttpAPIBudget(policies=policies, status_codes_for_ratelimit_hit=[])
 
 
+def request_kwargs(read_timeout_seconds: int) -> Dict[str, Any]:
+    """Every request: explicit connect/read timeouts, body read by `read_body`."""
+    return {"timeout": timeouts(read_timeout_seconds), "stream": True}
+
+
 def timeouts(read_timeout_seconds: int) -> Tuple[int, int]:
     return settings.CONNECT_TIMEOUT_SECONDS, read_timeout_seconds
 
@@ -94,6 +100,26 @@ def error_detail(response: requests.Response) -> str:
     if isinstance(body, dict) and body.get("detail"):
         return str(body["detail"])
     return str(body)[:300]
+
+
+def read_body(response: requests.Response) -> ErrorResolution:
+    """Read a streamed 2xx body in one call, inside the retry loop.
+
+    Requests are sent with `stream=True`: `requests` would otherwise assemble a 30 MB HogQL page
+    from 10 KB chunks, which costs more CPU than parsing it. Reading here also makes a body cut
+    short (the connection dropped mid-transfer) a retryable failure like a reset.
+    """
+    if response._content is False:  # not read yet (requests' own marker)
+        try:
+            response._content = response.raw.read(decode_content=True) or b""
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            response._content = b""
+            response.close()
+            where = f"{response.request.method} {endpoint_name(response.request.url)}" if response.request is not None else "PostHog"
+            return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"{type(error).__name__} while reading the body of {where}")
+        finally:
+            response._content_consumed = True
+    return ErrorResolution(ResponseAction.SUCCESS)
 
 
 class PostHogErrorHandler(ErrorHandler):
@@ -127,7 +153,7 @@ class PostHogErrorHandler(ErrorHandler):
             return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, "no response from PostHog")
         status = response.status_code
         if status < 300:
-            return ErrorResolution(ResponseAction.SUCCESS)
+            return read_body(response)
         where = f"{response.request.method} {endpoint_name(response.request.url)}" if response.request is not None else self.stream_name
         if status == 429:
             return ErrorResolution(ResponseAction.RATE_LIMITED, FailureType.transient_error, f"PostHog rate limit on {where}: {error_detail(response)}")

@@ -24,7 +24,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
 from source_posthog.config import PostHogConfig
-from source_posthog.http import PostHogBackoffStrategy, PostHogErrorHandler, endpoint_name, timeouts
+from source_posthog.http import PostHogBackoffStrategy, PostHogErrorHandler, endpoint_name, request_kwargs
 
 
 class MalformedResponse(AirbyteTracedException):
@@ -78,7 +78,7 @@ class PostHogStream(HttpStream, ABC):
         return f"{self.resource}/"
 
     def request_kwargs(self, **kwargs: Any) -> Mapping[str, Any]:
-        return {"timeout": timeouts(self.config.request_timeout_seconds)}
+        return request_kwargs(self.config.request_timeout_seconds)
 
     def get_error_handler(self) -> PostHogErrorHandler:
         return PostHogErrorHandler(self.name, self.scope, self.config.project_id, self.config.base_url)

@@ -218,26 +218,28 @@ class Events(PostHogStream, CheckpointMixin):
         if missing:
             raise malformed_response(f"POST /api/projects/{self.config.project_id}/query/", f"the HogQL result has no {', '.join(missing)} column")
         last: Optional[Mapping[str, Any]] = None
-        for row in rows:
-            last = self._record(row, columns)
+        for last in self._records(rows, columns):
             yield last
         full = len(rows) >= self.page_size or bool(body.get("hasMore"))
         self._advance(stream_slice, last, full, len(rows))
 
     @staticmethod
-    def _record(row: List[Any], columns: List[str]) -> Dict[str, Any]:
-        record = dict(zip(columns, row))
-        properties = record.get("properties")
-        if isinstance(properties, (str, bytes)):
-            record["properties"] = orjson.loads(properties) if properties else {}
-        record["timestamp"] = to_utc_iso(record["timestamp"])
-        if record.get("created_at"):
-            record["created_at"] = to_utc_iso(record["created_at"])
-        if record.get("uuid") is not None:
-            record["uuid"] = str(record["uuid"])
-        if record.get("person_id") is not None:
-            record["person_id"] = str(record["person_id"])
-        return record
+    def _records(rows: List[List[Any]], columns: List[str]) -> Iterator[Dict[str, Any]]:
+        """HogQL rows → records: `properties` parsed (the API sends a JSON string), timestamps
+        in UTC. This loop runs once per event: keep it lean."""
+        loads, normalise = orjson.loads, to_utc_iso
+        for row in rows:
+            record = dict(zip(columns, row))
+            properties = record.get("properties")
+            if properties.__class__ is str:
+                record["properties"] = loads(properties) if properties else {}
+            timestamp = record["timestamp"]
+            if len(timestamp) != 27 or timestamp[-1] != "Z":  # already canonical UTC: the common case
+                record["timestamp"] = normalise(timestamp)
+            created_at = record.get("created_at")
+            if created_at and (len(created_at) != 27 or created_at[-1] != "Z"):
+                record["created_at"] = normalise(created_at)
+            yield record
 
     def _advance(self, stream_slice: Mapping[str, Any], last: Optional[Mapping[str, Any]], full: bool, rows: int) -> None:
         """Move the keyset position after a page; size the next window from the density seen."""
