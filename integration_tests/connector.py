@@ -189,4 +189,18 @@ def run_sync(
     result.returncode = process.returncode
     result.stdout, result.stderr = stdout, stderr
     result.seconds = time.monotonic() - started
+    # Issue "Reliability": no API key may reach the output, whatever the mode or failure. Checked
+    # for the configured key (with and without `phx_`, and its first line if it was pasted with a
+    # line break) and every emulator key.
+    from integration_tests.emulator.keys import KEYS
+
+    try:
+        configured = json.loads(config.read_text()).get("api_key") if config else None
+    except (OSError, ValueError, AttributeError):
+        configured = None
+    candidates = [*KEYS.values(), *([str(configured)] if isinstance(configured, (str, int)) and not isinstance(configured, bool) else [])]
+    secrets = {form for key in candidates for form in [key, key.removeprefix("phx_"), *key.split()[:1]] if len(form) >= 8}
+    found = sorted(f"{secret[:7]}…" for secret in secrets if secret.encode() in stdout or secret.encode() in stderr)
+    if found:
+        raise AssertionError(f"an API key appeared in the output of `source-posthog {command}`: {found}")
     return parse_output(stdout, result)

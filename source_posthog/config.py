@@ -7,6 +7,7 @@ checks what a JSON schema cannot: the host's form, the date's meaning, ranges.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
@@ -81,6 +82,12 @@ def _api_key(value: Any) -> str:
             "Create a personal API key in PostHog (Settings → User → Personal API keys) and paste it here.",
         )
     key = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", key):  # never echo it: a pasted key may be half a secret
+        raise ConfigError(
+            "api_key",
+            "contains characters a PostHog personal API key never has (spaces, line breaks, quotes…).",
+            "Copy the key again from Settings → User → Personal API keys; it looks like phx_ followed by letters and digits.",
+        )
     if key.startswith("phc_"):
         raise ConfigError(
             "api_key",

@@ -28,6 +28,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.sources.streams.call_rate import HttpAPIBudget, HttpRequestRegexMatcher, MovingWindowCallRatePolicy, Rate
 from airbyte_cdk.sources.streams.http.error_handlers import BackoffStrategy, ErrorHandler
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
+from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
@@ -72,10 +73,14 @@ def build_api_budget(scale: Optional[float] = None) -> HttpAPIBudget:
     policies = []
     for name, pattern in patterns.items():
         per_minute, per_hour = settings.RATE_LIMITS[name]
+        # pyrate-limiter works in whole milliseconds: a scaled window never goes below 1 ms.
         rates = [
-            Rate(limit=settings.REQUESTS_PER_SECOND, interval=timedelta(seconds=1) / scale),
-            Rate(limit=per_minute, interval=timedelta(minutes=1) / scale),
-            Rate(limit=per_hour, interval=timedelta(hours=1) / scale),
+            Rate(limit=limit, interval=max(window / scale, timedelta(milliseconds=1)))
+            for limit, window in (
+                (settings.REQUESTS_PER_SECOND, timedelta(seconds=1)),
+                (per_minute, timedelta(minutes=1)),
+                (per_hour, timedelta(hours=1)),
+            )
         ]
         policies.append(MovingWindowCallRatePolicy(rates=rates, matchers=[HttpRequestRegexMatcher(url_path_pattern=pattern)]))
     # 429s are handled by the backoff strategy below; PostHog sends no X-RateLimit-* headers.
@@ -92,14 +97,20 @@ def timeouts(read_timeout_seconds: int) -> Tuple[int, int]:
 
 
 def error_detail(response: requests.Response) -> str:
-    """PostHog's drf-exceptions-hog body: {"type", "code", "detail", "attr"}."""
+    """PostHog's drf-exceptions-hog body: {"type", "code", "detail", "attr"}; anything else, briefly.
+
+    Secrets are masked here: an error page may echo the request's Authorization header.
+    """
     try:
         body = response.json()
     except ValueError:
-        return (response.text or "").strip()[:300] or f"HTTP {response.status_code}"
-    if isinstance(body, dict) and body.get("detail"):
-        return str(body["detail"])
-    return str(body)[:300]
+        text = " ".join((response.text or "").split())
+        if text.startswith("<"):  # a gateway's HTML error page: its title says enough
+            title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE)
+            text = f"an HTML error page{f' ({title.group(1)[:100]})' if title else ''}"
+        return filter_secrets(text[:300] or f"HTTP {response.status_code}")
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return filter_secrets(str(detail) if detail else str(body)[:300])
 
 
 def read_body(response: requests.Response) -> ErrorResolution:
@@ -114,6 +125,7 @@ def read_body(response: requests.Response) -> ErrorResolution:
             response._content = response.raw.read(decode_content=True) or b""
         except (urllib3.exceptions.HTTPError, OSError) as error:
             response._content = b""
+            response.body_error = type(error).__name__  # type: ignore[attr-defined]  # named if retries run out
             response.close()
             where = f"{response.request.method} {endpoint_name(response.request.url)}" if response.request is not None else "PostHog"
             return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"{type(error).__name__} while reading the body of {where}")
@@ -159,7 +171,10 @@ class PostHogErrorHandler(ErrorHandler):
             return ErrorResolution(ResponseAction.RATE_LIMITED, FailureType.transient_error, f"PostHog rate limit on {where}: {error_detail(response)}")
         if status >= 500:
             return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"PostHog server error {status} on {where}")
-        return ErrorResolution(ResponseAction.FAIL, FailureType.config_error, self.client_error_message(response, where))
+        # Raised, not returned as FAIL: the CDK's FAIL path logs the raw response body, which may
+        # echo the key; this message is the whole story and is masked.
+        message = self.client_error_message(response, where)
+        raise ClientError(message=message, internal_message=message, failure_type=FailureType.config_error)
 
     def client_error_message(self, response: requests.Response, where: str) -> str:
         status, detail = response.status_code, error_detail(response)
@@ -184,6 +199,10 @@ class PostHogErrorHandler(ErrorHandler):
 
 class RetriesExhausted(AirbyteTracedException):
     pass
+
+
+class ClientError(AirbyteTracedException):
+    """PostHog refused the request (401/403/404/400): retrying cannot help, the message says what to fix."""
 
 
 class PostHogBackoffStrategy(BackoffStrategy):
@@ -221,7 +240,10 @@ class PostHogBackoffStrategy(BackoffStrategy):
 
     def _exhausted(self, response_or_exception: Any, request: Any, retries: int) -> RetriesExhausted:
         where = f"{request.method} {endpoint_name(request.url)}" if request is not None else (self.endpoint or self.stream_name)
-        if isinstance(response_or_exception, requests.Response):
+        body_error = getattr(response_or_exception, "body_error", None)
+        if body_error:
+            what = f"a body cut short ({body_error}: the connection dropped mid-transfer)"
+        elif isinstance(response_or_exception, requests.Response):
             status = response_or_exception.status_code
             what = f"HTTP {status} ({error_detail(response_or_exception)})"
         else:

@@ -1,22 +1,52 @@
-"""SourcePosthog: validate the config, check access, declare the streams. Nothing else."""
+"""SourcePosthog: validate the config and state, check access, declare the streams."""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Iterator, List, Mapping, MutableMapping, Optional, Tuple
 
 import requests
-from airbyte_cdk.models import AirbyteConnectionStatus, Status
+from airbyte_cdk.models import (
+    AirbyteConnectionStatus,
+    AirbyteMessage,
+    AirbyteStateMessage,
+    ConfiguredAirbyteCatalog,
+    FailureType,
+    Status,
+)
 from airbyte_cdk.sources import AbstractSource
 from airbyte_cdk.sources.streams import Stream
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog.config import ConfigError, parse_config, validate_against_spec
 from source_posthog.http import PostHogErrorHandler, build_api_budget, timeouts
+from source_posthog.state import StateError
 from source_posthog.streams import STREAM_CLASSES
 
 
 class SourcePosthog(AbstractSource):
+    def __init__(self) -> None:
+        super().__init__()
+        install_config_error_log_filter()
+
+    # -- config and state files: a bad file is a config error that says what to do ------------
+    @staticmethod
+    def read_config(config_path: str) -> MutableMapping[str, Any]:
+        config = _read_json(config_path, "config")
+        if not isinstance(config, dict):
+            raise ConfigError("config", f"the file {config_path} holds a JSON {type(config).__name__}, not an object.", _FILE_FIXES["config"])
+        return config
+
+    def read_state(self, state_path: str) -> List[AirbyteStateMessage]:
+        if state_path:
+            _read_json(state_path, "state")  # a clear message for a file that is not JSON
+        try:
+            return super().read_state(state_path)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise StateError("state file", f"{state_path} is not a list of Airbyte state messages ({type(error).__name__})")
+
     def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
         # The CDK would repr() the reason, wrapping it in quotes; ours is already a sentence.
         succeeded, reason = self.check_connection(logger, config)
@@ -60,3 +90,63 @@ class SourcePosthog(AbstractSource):
         budget = build_api_budget()  # one budget: every stream shares PostHog's per-key limits
         return [stream_class(posthog, budget) for stream_class in STREAM_CLASSES]
 
+    def read(
+        self,
+        logger: logging.Logger,
+        config: Mapping[str, Any],
+        catalog: ConfiguredAirbyteCatalog,
+        state: Optional[List[AirbyteStateMessage]] = None,
+    ) -> Iterator[AirbyteMessage]:
+        install_config_error_log_filter()  # the CDK configured its log handlers by now
+        self._validate_state(config, catalog, state or [])  # before any stream starts
+        yield from super().read(logger, config, catalog, state)
+
+    def _validate_state(self, config: Mapping[str, Any], catalog: ConfiguredAirbyteCatalog, state: List[AirbyteStateMessage]) -> None:
+        """A corrupt state fails the sync before the first request, not halfway through it."""
+        streams = {stream.name: stream for stream in self.streams(config)}
+        configured = {configured.stream.name for configured in catalog.streams}
+        for message in state:
+            stream_state = getattr(message, "stream", None)
+            name = stream_state.stream_descriptor.name if stream_state else None
+            if name in configured and name in streams and stream_state.stream_state is not None:
+                value = stream_state.stream_state
+                streams[name].state = value if isinstance(value, dict) else vars(value)
+
+
+_FILE_FIXES = {
+    "config": "Write the config as a JSON object, e.g. {\"api_key\": \"phx_…\", \"project_id\": 12345}.",
+    "state": "Pass the state this connector wrote (a JSON list of Airbyte state messages), or reset the connection's state.",
+}
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        with open(path, "r", encoding="utf-8") as file:
+            return json.load(file)
+    except OSError as error:
+        raise ConfigError(what, f"the file {path} cannot be read ({error.strerror}).", _FILE_FIXES[what])
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(what, f"the file {path} is not valid JSON ({error}).", _FILE_FIXES[what])
+
+
+class _ConfigErrorsWithoutTraceback(logging.Filter):
+    """A config error is the user's to fix and its message says how: no stack trace in the logs.
+
+    The CDK logs stream failures with `logger.exception` and uncaught errors with their traceback;
+    for config errors (bad config, bad state, 401/403/404) that is noise next to the message.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, AirbyteTracedException) and error.failure_type == FailureType.config_error:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def install_config_error_log_filter() -> None:
+    """On the "airbyte" logger (its own records) and on the root handlers the CDK logs through."""
+    logger = logging.getLogger("airbyte")
+    for target in (logger, *logger.handlers, *logging.getLogger().handlers):
+        if not any(isinstance(existing, _ConfigErrorsWithoutTraceback) for existing in target.filters):
+            target.addFilter(_ConfigErrorsWithoutTraceback())

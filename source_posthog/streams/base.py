@@ -31,20 +31,31 @@ class MalformedResponse(AirbyteTracedException):
     pass
 
 
-def decode_body(response: requests.Response, required: Optional[str] = "results") -> Mapping[str, Any]:
-    """Parse a PostHog JSON body once per response; anything else is a clear error naming the endpoint."""
+def where(response: requests.Response) -> str:
+    return f"{response.request.method} {endpoint_name(response.request.url)}"
+
+
+def decode_body(response: requests.Response, required: Optional[str] = "results", item_type: type = dict) -> Mapping[str, Any]:
+    """Parse a PostHog JSON body once per response; anything else is a clear error naming the endpoint.
+
+    `required` names the list the body must hold, and `item_type` what its items must be
+    (objects for REST lists, row arrays for HogQL).
+    """
     cached = getattr(response, "_posthog_body", None)
     if cached is not None:
         return cached
-    where = f"{response.request.method} {endpoint_name(response.request.url)}"
+    place = where(response)
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError as error:
-        raise malformed_response(where, f"the body is not JSON ({error}); it starts with {response.content[:80]!r}")
+        raise malformed_response(place, f"the body is not JSON ({error}); it starts with {response.content[:80]!r}")
     if not isinstance(body, dict) or (required and not isinstance(body.get(required), list)):
         got = type(body.get(required)).__name__ if isinstance(body, dict) else type(body).__name__
         expected = f"an object with a '{required}' list" if required else "an object"
-        raise malformed_response(where, f"expected {expected}, got {got}")
+        raise malformed_response(place, f"expected {expected}, got {got}")
+    if required and not all(item.__class__ is item_type for item in body[required]):
+        wrong = next(item for item in body[required] if item.__class__ is not item_type)
+        raise malformed_response(place, f"'{required}' holds a {type(wrong).__name__} where {item_type.__name__}s are expected")
     response._posthog_body = body  # type: ignore[attr-defined]
     return body
 
@@ -103,6 +114,8 @@ class NextUrlPagination(PostHogStream, ABC):
         next_url = decode_body(response).get("next")
         if not next_url:
             return None
+        if not isinstance(next_url, str):
+            raise malformed_response(where(response), f"'next' is a {type(next_url).__name__}, not a URL")
         parts = urlsplit(next_url)
         return {"next": f"{parts.path}?{parts.query}" if parts.query else parts.path}
 

@@ -23,6 +23,7 @@ Instead, `POST /query/` runs a `HogQLQuery` per page:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, MutableMapping, Optional
@@ -36,7 +37,7 @@ from airbyte_cdk.sources.streams import CheckpointMixin
 from source_posthog import settings
 from source_posthog.hogql import KeysetPosition, events_page_query
 from source_posthog.state import StateError, require_mapping, state_timestamp
-from source_posthog.streams.base import PostHogStream, decode_body, malformed_response
+from source_posthog.streams.base import PostHogStream, decode_body, malformed_response, where
 from source_posthog.timestamps import parse_timestamp, to_utc_iso, utc_iso
 
 MICROSECOND = timedelta(microseconds=1)
@@ -95,12 +96,18 @@ class EventsState:
 def _uuid_or_none(value: Any) -> Optional[str]:
     if value is None:
         return None
-    import uuid
-
     try:
         return str(uuid.UUID(str(value)))
     except ValueError:
         raise StateError("events", f"'uuid' = {str(value)[:40]!r} is not a UUID")
+
+
+def _response_uuid(value: Any, place: str) -> str:
+    """The keyset position goes into STATE and the next query: it must be a real UUID."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise malformed_response(place, f"an event's uuid is {str(value)[:40]!r}, not a UUID")
 
 
 class Events(PostHogStream, CheckpointMixin):
@@ -210,16 +217,19 @@ class Events(PostHogStream, CheckpointMixin):
     def parse_response(
         self, response: requests.Response, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any
     ) -> Iterable[Mapping[str, Any]]:
-        body = decode_body(response)
+        body = decode_body(response, item_type=list)
         rows: List[List[Any]] = body["results"]
         columns = body.get("columns") or []
         index = {name: position for position, name in enumerate(columns)}
         missing = [name for name in ("uuid", "timestamp") if name not in index]
         if missing:
-            raise malformed_response(f"POST /api/projects/{self.config.project_id}/query/", f"the HogQL result has no {', '.join(missing)} column")
+            raise malformed_response(where(response), f"the HogQL result has no {', '.join(missing)} column")
         last: Optional[Mapping[str, Any]] = None
-        for last in self._records(rows, columns):
-            yield last
+        try:
+            for last in self._records(rows, columns):
+                yield last
+        except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as error:
+            raise malformed_response(where(response), f"a row after uuid {last and last.get('uuid')} cannot be read ({type(error).__name__}: {error})")
         full = len(rows) >= self.page_size or bool(body.get("hasMore"))
         self._advance(stream_slice, last, full, len(rows))
 
@@ -244,7 +254,7 @@ class Events(PostHogStream, CheckpointMixin):
     def _advance(self, stream_slice: Mapping[str, Any], last: Optional[Mapping[str, Any]], full: bool, rows: int) -> None:
         """Move the keyset position after a page; size the next window from the density seen."""
         state = self._state
-        at_last = KeysetPosition(parse_timestamp(last["timestamp"]), last["uuid"]) if last else None
+        at_last = KeysetPosition(parse_timestamp(last["timestamp"]), _response_uuid(last["uuid"], f"POST /api/projects/{self.config.project_id}/query/")) if last else None
         if stream_slice["phase"] == "sweep":
             if full and at_last:
                 self._state = replace(state, sweep=replace(state.sweep, position=at_last))

@@ -21,7 +21,7 @@ from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog import settings
 from source_posthog.state import StateError, require_mapping, state_timestamp
-from source_posthog.streams.base import HasNextOffsetPagination
+from source_posthog.streams.base import HasNextOffsetPagination, malformed_response
 from source_posthog.timestamps import parse_timestamp, utc_iso
 
 
@@ -77,7 +77,7 @@ class SessionRecordings(HasNextOffsetPagination, CheckpointMixin):
         ongoing: Dict[str, str] = {}
         started_at: Dict[str, pendulum.DateTime] = {}
         for record in super().read_records(sync_mode, cursor_field, stream_slice, stream_state):
-            recording_id, started = str(record.get("id")), parse_timestamp(record["start_time"])
+            recording_id, started = str(record.get("id")), _start_time(record, f"GET /api/projects/{self.config.project_id}/session_recordings/")
             if (
                 cursor is None
                 or started > cursor
@@ -100,3 +100,11 @@ class SessionRecordings(HasNextOffsetPagination, CheckpointMixin):
         starts = [parse_timestamp(started) for started in ongoing.values()]
         followed = [started for started in starts if started >= cursor - settings.RECORDINGS_ONGOING_MAX_AGE]
         return min([cursor - settings.RECORDINGS_LOOKBACK, *followed])
+
+
+def _start_time(record: Mapping[str, Any], place: str) -> pendulum.DateTime:
+    try:
+        return parse_timestamp(record["start_time"])
+    except (KeyError, ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
+        problem = f"recording {str(record.get('id'))[:40]} has no valid start_time ({str(record.get('start_time'))[:40]!r})"
+        raise malformed_response(place, problem)

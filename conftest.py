@@ -1,0 +1,59 @@
+"""Repository-wide guard (issue "Reliability" 5): no test's output may contain an API key.
+
+After every test, what it printed (file descriptors 1 and 2 through `capfd`, or `capsys` when
+the test uses that itself) and what it logged (`caplog`, setup and call) is scanned for every
+personal API key the tests use: the emulator's keys and the unit tests' key, each with and
+without its `phx_` prefix. Output a test reads itself with `readouterr()` is scanned as it is
+read. Subprocess output never reaches these file descriptors (`connector.run_sync` pipes it):
+`run_sync` scans the child's stdout and stderr itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from integration_tests.emulator.keys import KEYS
+from unit_tests.builders import API_KEY as UNIT_TEST_KEY
+
+
+def _secret_forms() -> Dict[str, str]:
+    """secret text → a label safe to print."""
+    forms: Dict[str, str] = {}
+    for name, key in [*KEYS.items(), ("unit tests' API_KEY", UNIT_TEST_KEY)]:
+        forms[key] = f"key {name!r}"
+        forms[key.removeprefix("phx_")] = f"key {name!r} without phx_"
+    return forms
+
+
+SECRETS = _secret_forms()
+
+
+def _leaks(text: str) -> List[str]:
+    return sorted({label for secret, label in SECRETS.items() if secret in text})
+
+
+@pytest.fixture(autouse=True)
+def _no_api_key_in_output(request: pytest.FixtureRequest) -> Iterator[None]:
+    capture: Any = request.getfixturevalue("capsys" if "capsys" in request.fixturenames else "capfd")
+    caplog: pytest.LogCaptureFixture = request.getfixturevalue("caplog")
+    found: List[str] = []
+    read = capture.readouterr
+
+    def scanned_readouterr() -> Any:
+        captured = read()
+        found.extend(_leaks(captured.out + captured.err))
+        return captured
+
+    capture.readouterr = scanned_readouterr
+    yield
+    captured = read()  # pytest has already kept it for its report
+    found.extend(_leaks(captured.out + captured.err))
+    formatter = logging.Formatter()
+    for when in ("setup", "call"):
+        for record in caplog.get_records(when):
+            found.extend(_leaks(formatter.format(record)))
+    if found:
+        pytest.fail(f"an API key appeared in the test's output or logs: {sorted(set(found))}", pytrace=False)
