@@ -13,12 +13,14 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Any, Iterator, List, Mapping, Optional
+from functools import lru_cache
+from typing import Any, DefaultDict, Iterator, List, Mapping, Optional
 
 import orjson
 from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.logger import PRINT_BUFFER, is_platform_debug_log_enabled
 from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, ConnectorSpecification, Type
+from airbyte_cdk.sources.connector_state_manager import HashableStreamDescriptor
 from airbyte_cdk.utils.constants import ENV_REQUEST_CACHE_PATH
 
 from source_posthog.config import validate_against_spec
@@ -33,6 +35,14 @@ class PostHogEntrypoint(AirbyteEntrypoint):
         # The CDK's own check says "'my-project' is not of type 'integer'"; ours names the field
         # and the fix, and never echoes a secret.
         validate_against_spec(config, source_spec.connectionSpecification)
+
+    @staticmethod
+    def handle_record_counts(message: AirbyteMessage, stream_message_count: DefaultDict[HashableStreamDescriptor, float]) -> AirbyteMessage:
+        # The CDK builds a new stream descriptor for every record to count it; one per stream will do.
+        if message.type == Type.RECORD:
+            stream_message_count[_descriptor(message.record.stream, message.record.namespace)] += 1.0
+            return message
+        return AirbyteEntrypoint.handle_record_counts(message, stream_message_count)
 
     def read_lines(self, parsed_args: argparse.Namespace) -> Iterator[bytes]:
         """`read`, as the CDK's `run` does it, yielding encoded lines."""
@@ -53,6 +63,11 @@ class PostHogEntrypoint(AirbyteEntrypoint):
                 yield from map(message_line, self.read(source_spec, config, catalog, state))
             finally:
                 yield from map(message_line, self._emit_queued_messages(self.source))
+
+
+@lru_cache(maxsize=None)
+def _descriptor(name: str, namespace: Optional[str]) -> HashableStreamDescriptor:
+    return HashableStreamDescriptor(name=name, namespace=namespace)
 
 
 def message_line(message: AirbyteMessage) -> bytes:

@@ -12,29 +12,19 @@ from typing import Any, Iterable, List, Mapping, MutableMapping, Optional
 
 import pendulum
 from airbyte_cdk.models import SyncMode
-from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog.state import state_timestamp
-from source_posthog.streams.base import NextUrlPagination
+from source_posthog.streams.base import NextUrlPagination, ValidatedState
 from source_posthog.timestamps import parse_timestamp, utc_iso
 
 
-class Annotations(NextUrlPagination, CheckpointMixin):
+class Annotations(ValidatedState, NextUrlPagination):
     resource = "annotations"
     scope = "annotation:read"
     cursor_field = "updated_at"
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        self._state: MutableMapping[str, Any] = {}
-        super().__init__(*args, **kwargs)
-
-    @property
-    def state(self) -> MutableMapping[str, Any]:
-        return self._state
-
-    @state.setter
-    def state(self, value: MutableMapping[str, Any]) -> None:
-        self._state = {"updated_at": utc_iso(state_timestamp(value, "updated_at", self.name))} if value else {}
+    def parse_state(self, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
+        return {"updated_at": utc_iso(state_timestamp(value, "updated_at", self.name))}
 
     def read_records(
         self,

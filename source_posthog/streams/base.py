@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import requests
 from airbyte_cdk.models import FailureType
+from airbyte_cdk.sources.streams import CheckpointMixin
 from airbyte_cdk.sources.streams.call_rate import APIBudget
 from airbyte_cdk.sources.streams.http import HttpStream
 from airbyte_cdk.sources.streams.http.requests_native_auth import TokenAuthenticator
@@ -57,6 +58,7 @@ def decode_body(response: requests.Response, required: Optional[str] = "results"
         wrong = next(item for item in body[required] if item.__class__ is not item_type)
         raise malformed_response(place, f"'{required}' holds a {type(wrong).__name__} where {item_type.__name__}s are expected")
     response._posthog_body = body  # type: ignore[attr-defined]
+    response._content = b""  # the parsed body is all that is needed now: free the bytes (a page is ~40 MB)
     return body
 
 
@@ -99,6 +101,29 @@ class PostHogStream(HttpStream, ABC):
 
     def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
         yield from decode_body(response)["results"]
+
+
+class ValidatedState(CheckpointMixin):
+    """Incremental state kept by the stream; `parse_state` checks what comes in.
+
+    Put it first among the bases, so its `state` wins over HttpStream's cursor-based one.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._state: MutableMapping[str, Any] = {}
+        super().__init__(*args, **kwargs)
+
+    @property
+    def state(self) -> MutableMapping[str, Any]:
+        return self._state
+
+    @state.setter
+    def state(self, value: MutableMapping[str, Any]) -> None:
+        self._state = self.parse_state(value) if value else {}
+
+    def parse_state(self, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
+        """The canonical form of an incoming state; raises StateError if it cannot be trusted."""
+        raise NotImplementedError
 
 
 class NextUrlPagination(PostHogStream, ABC):

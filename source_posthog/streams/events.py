@@ -23,6 +23,7 @@ Instead, `POST /query/` runs a `HogQLQuery` per page:
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -31,7 +32,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, MutableMapping,
 import orjson
 import pendulum
 import requests
-from airbyte_cdk.models import SyncMode
+from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, SyncMode, Type
 from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog import settings
@@ -225,9 +226,12 @@ class Events(PostHogStream, CheckpointMixin):
         if missing:
             raise malformed_response(where(response), f"the HogQL result has no {', '.join(missing)} column")
         last: Optional[Mapping[str, Any]] = None
+        emitted_at = int(time.time() * 1000)
         try:
             for last in self._records(rows, columns):
-                yield last
+                # Emitted as messages: the CDK passes them through without wrapping each one
+                # (a measurable share of the CPU at a million events; no transform applies).
+                yield AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream=self.name, data=last, emitted_at=emitted_at))
         except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as error:
             raise malformed_response(where(response), f"a row after uuid {last and last.get('uuid')} cannot be read ({type(error).__name__}: {error})")
         full = len(rows) >= self.page_size or bool(body.get("hasMore"))
@@ -238,7 +242,8 @@ class Events(PostHogStream, CheckpointMixin):
         """HogQL rows → records: `properties` parsed (the API sends a JSON string), timestamps
         in UTC. This loop runs once per event: keep it lean."""
         loads, normalise = orjson.loads, to_utc_iso
-        for row in rows:
+        for index, row in enumerate(rows):
+            rows[index] = None  # type: ignore[call-overload]  # free each row once read: a page is ~50 MB
             record = dict(zip(columns, row))
             properties = record.get("properties")
             if properties.__class__ is str:

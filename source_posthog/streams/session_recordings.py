@@ -17,34 +17,24 @@ from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional
 
 import pendulum
 from airbyte_cdk.models import SyncMode
-from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog import settings
 from source_posthog.state import StateError, require_mapping, state_timestamp
-from source_posthog.streams.base import HasNextOffsetPagination, malformed_response
+from source_posthog.streams.base import HasNextOffsetPagination, ValidatedState, malformed_response
 from source_posthog.timestamps import parse_timestamp, utc_iso
 
 
-class SessionRecordings(HasNextOffsetPagination, CheckpointMixin):
+class SessionRecordings(ValidatedState, HasNextOffsetPagination):
     resource = "session_recordings"
     scope = "session_recording:read"
     cursor_field = "start_time"
     page_size = settings.RECORDINGS_PAGE_SIZE
 
     def __init__(self, *args: Any, **kwargs: Any):
-        self._state: MutableMapping[str, Any] = {}
-        self._date_from: pendulum.DateTime = args[0].anchor_date if args else kwargs["config"].anchor_date
         super().__init__(*args, **kwargs)
+        self._date_from: pendulum.DateTime = self.config.anchor_date
 
-    @property
-    def state(self) -> MutableMapping[str, Any]:
-        return self._state
-
-    @state.setter
-    def state(self, value: MutableMapping[str, Any]) -> None:
-        if not value:
-            self._state = {}
-            return
+    def parse_state(self, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
         cursor = state_timestamp(value, "start_time", self.name)
         ongoing = require_mapping(value.get("ongoing") or {}, self.name)
         if not all(isinstance(started, str) for started in ongoing.values()):
@@ -52,7 +42,7 @@ class SessionRecordings(HasNextOffsetPagination, CheckpointMixin):
         recent = value.get("recent") or []
         if not isinstance(recent, list):
             raise StateError(self.name, f"'recent' must be a list of recording ids, got {type(recent).__name__}")
-        self._state = {"start_time": utc_iso(cursor), "ongoing": dict(ongoing), "recent": list(recent)}
+        return {"start_time": utc_iso(cursor), "ongoing": dict(ongoing), "recent": list(recent)}
 
     def request_params(self, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> MutableMapping[str, Any]:
         params = super().request_params(next_page_token=next_page_token, **kwargs)
