@@ -27,8 +27,9 @@ EVENTS_PAGE_SIZE_MIN = 1_000
 # Test seam: the bundled emulator has no ingestion delay, so its tests and the demo set
 # SOURCE_POSTHOG_INGESTION_LAG_SECONDS to a second or two instead of waiting two minutes.
 EVENTS_INGESTION_LAG = timedelta(seconds=float(os.environ.get("SOURCE_POSTHOG_INGESTION_LAG_SECONDS", "120")))
-# The first window after a cursor; later windows are sized from the density just seen.
-EVENTS_FIRST_WINDOW = timedelta(days=1)
+# The first window after a cursor: small, because the density is unknown and an overflowing window
+# costs full pages; later windows are sized from the density just seen (up to 4x larger each).
+EVENTS_FIRST_WINDOW = timedelta(hours=1)
 EVENTS_MIN_WINDOW = timedelta(seconds=1)
 EVENTS_MAX_WINDOW = timedelta(days=31)
 # Late events (offline mobile clients): re-swept on every incremental sync over this horizon.

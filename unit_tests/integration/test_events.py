@@ -151,14 +151,15 @@ class TestEventsKeysetPagination:
         assert Counter(uuids(records(output))) == Counter(event.uuid for event in on_edges)
 
     def test_given_window_with_more_rows_than_limit_when_read_then_window_is_paged_until_a_short_page(self, requests_mock: Any) -> None:
-        # 3,500 events inside the first one-day window: it alone holds 3.5 pages.
-        dense = spread(3500, ANCHOR + timedelta(hours=1), ANCHOR + timedelta(hours=2))
+        # 3,500 events inside the first window: it alone holds 3.5 pages.
+        dense = spread(3500, ANCHOR + settings.EVENTS_FIRST_WINDOW / 4, ANCHOR + settings.EVENTS_FIRST_WINDOW / 2)
         fake = FakeHogQL(dense).register(requests_mock)
 
         output = sync(fake)
 
         assert Counter(uuids(records(output))) == Counter(event.uuid for event in dense)
-        assert [len(page) for page in fake.pages if page][:3] == [PAGE, PAGE, PAGE]
+        # Full keyset pages until the window is exhausted (later windows shrink to the density seen).
+        assert [len(page) for page in fake.pages if page][:2] == [PAGE, PAGE]
         assert max(len(page) for page in fake.pages) <= PAGE
 
     def test_when_read_then_a_state_follows_every_page(self, requests_mock: Any) -> None:
@@ -394,7 +395,7 @@ class TestEventsRateLimits:
     def test_given_query_keeps_returning_429_when_read_then_fails_after_five_retries_with_checkpoint_kept(
         self, requests_mock: Any, sleeps: List[float]
     ) -> None:
-        first_page = make_events(PAGE, ANCHOR + timedelta(hours=1), start=0, step=timedelta(seconds=1))
+        first_page = make_events(PAGE, ANCHOR, start=0, step=settings.EVENTS_FIRST_WINDOW / (2 * PAGE))  # fills the first window's first page
         fake = FakeHogQL(first_page + spread(10, ANCHOR + timedelta(days=3), UPPER, first=5000)).register(requests_mock)
         original = fake.__call__
 
