@@ -154,9 +154,10 @@ def run_sync(
     env: Optional[Mapping[str, str]] = None,
     extra_args: Sequence[str] = (),
     timeout: float = 900,
+    command_prefix: Optional[Sequence[str]] = None,
 ) -> SyncResult:
     """Run `source-posthog <command>`; with kill_after_bytes, SIGKILL it once it has printed that much."""
-    args = connector_command() + [command] + (["--config", str(config)] if config else [])
+    args = list(command_prefix or connector_command()) + [command] + (["--config", str(config)] if config else [])
     if catalog:
         args += ["--catalog", str(catalog)]
     if state:
