@@ -35,19 +35,8 @@ from source_posthog import settings
 
 logger = logging.getLogger("airbyte")
 
+# PostHog throttles these with its ClickHouse classes (240/min, 1200/h); `query/` has its own.
 ANALYTICS_RESOURCES = ("persons", "events", "insights", "session_recordings")
-_PROJECT_PATH = re.compile(r"/api/(?:projects|environments)/[^/]+/(?P<resource>[a-z_]+)")
-
-
-def endpoint_class(url: str) -> str:
-    """PostHog's throttle class for a URL: 'query', 'analytics' or 'crud'."""
-    match = _PROJECT_PATH.search(urlsplit(url).path)
-    resource = match.group("resource") if match else ""
-    if resource == "query":
-        return "query"
-    if resource in ANALYTICS_RESOURCES:
-        return "analytics"
-    return "crud"
 
 
 def endpoint_name(url: str) -> str:
@@ -67,7 +56,7 @@ def build_api_budget(scale: Optional[float] = None) -> HttpAPIBudget:
     scale = scale or rate_limit_scale()
     patterns = {
         "query": r"/api/(projects|environments)/[^/]+/query/?$",
-        "analytics": r"/api/(projects|environments)/[^/]+/(persons|events|insights|session_recordings)/?",
+        "analytics": rf"/api/(projects|environments)/[^/]+/({'|'.join(ANALYTICS_RESOURCES)})/?",
         "crud": r"/api/",  # not anchored: a self-hosted base path may precede it
     }
     policies = []
