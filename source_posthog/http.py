@@ -10,28 +10,33 @@
   3 retries.
 - 401/403/404/400 fail at once with a message that says what to fix.
 - Explicit connect and read timeouts on every request.
-The CDK's HttpClient runs the retry loop; this module only decides.
+The CDK's HttpClient runs the retry loop; `source_posthog/posthog/errors.py` decides, this module
+adapts those decisions to the CDK's ErrorHandler and BackoffStrategy.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
+import weakref
 from datetime import timedelta
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from airbyte_cdk.models import FailureType
-from airbyte_cdk.sources.streams.call_rate import HttpAPIBudget, HttpRequestRegexMatcher, MovingWindowCallRatePolicy, Rate
+from airbyte_cdk.sources.streams.call_rate import APIBudget, HttpAPIBudget, HttpRequestRegexMatcher, MovingWindowCallRatePolicy, Rate
 from airbyte_cdk.sources.streams.http.error_handlers import BackoffStrategy, ErrorHandler
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
+from airbyte_cdk.sources.streams.http.http_client import HttpClient
+from airbyte_cdk.sources.streams.http.requests_native_auth import TokenAuthenticator
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
+from source_posthog.posthog import errors
+from source_posthog.posthog.errors import Outcome
 
 logger = logging.getLogger("airbyte")
 
@@ -77,64 +82,75 @@ def build_api_budget(scale: Optional[float] = None) -> HttpAPIBudget:
 
 
 def request_kwargs(read_timeout_seconds: int) -> Dict[str, Any]:
-    """Every request: explicit connect/read timeouts, body read by `read_body`."""
-    return {"timeout": timeouts(read_timeout_seconds), "stream": True}
+    """Every request: explicit connect/read timeouts; the body is read by `ResponseBodies.read`."""
+    return {"timeout": timeouts(read_timeout_seconds), "stream": True, "allow_redirects": False}
 
 
 def timeouts(read_timeout_seconds: int) -> Tuple[int, int]:
     return settings.CONNECT_TIMEOUT_SECONDS, read_timeout_seconds
 
 
+def where(response_or_request: Any) -> str:
+    """`GET /api/projects/2/persons/`: method and path, for messages."""
+    request = getattr(response_or_request, "request", response_or_request)
+    return f"{request.method} {endpoint_name(request.url)}"
+
+
 def error_detail(response: requests.Response) -> str:
-    """PostHog's drf-exceptions-hog body: {"type", "code", "detail", "attr"}; anything else, briefly.
-
-    Secrets are masked here: an error page may echo the request's Authorization header.
-    """
-    try:
-        body = response.json()
-    except ValueError:
-        text = " ".join((response.text or "").split())
-        if text.startswith("<"):  # a gateway's HTML error page: its title says enough
-            title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE)
-            text = f"an HTML error page{f' ({title.group(1)[:100]})' if title else ''}"
-        return filter_secrets(text[:300] or f"HTTP {response.status_code}")
-    detail = body.get("detail") if isinstance(body, dict) else None
-    return filter_secrets(str(detail) if detail else str(body)[:300])
+    """PostHog's error detail, masked: an error page may echo the request's Authorization header."""
+    return filter_secrets(errors.error_detail(response.content or b"", response.status_code))
 
 
-def read_body(response: requests.Response) -> ErrorResolution:
-    """Read a streamed 2xx body in one call, inside the retry loop.
+class ResponseBodies:
+    """The bodies of successful responses, read in one call inside the retry loop.
 
     Requests are sent with `stream=True`: `requests` would otherwise assemble a 30 MB HogQL page
     from 10 KB chunks, which costs more CPU than parsing it. Reading here also makes a body cut
-    short (the connection dropped mid-transfer) a retryable failure like a reset.
+    short (the connection dropped mid-transfer) a retryable failure like a reset. Bodies are
+    kept beside the response (weakly), not written into it, and handed over once (`take`).
     """
-    if response._content is False:  # not read yet (requests' own marker)
+
+    def __init__(self) -> None:
+        self._bodies: "weakref.WeakKeyDictionary[requests.Response, bytes]" = weakref.WeakKeyDictionary()
+        self._errors: "weakref.WeakKeyDictionary[requests.Response, str]" = weakref.WeakKeyDictionary()
+
+    def read(self, response: requests.Response) -> Optional[str]:
+        """Read the body; the name of the error if it was cut short, else None."""
+        if response in self._bodies:
+            return None
         try:
-            response._content = response.raw.read(decode_content=True) or b""
+            self._bodies[response] = response.raw.read(decode_content=True) or b"" if response.raw is not None else response.content
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            response._content = b""
-            response.body_error = type(error).__name__  # type: ignore[attr-defined]  # named if retries run out
+            self._errors[response] = type(error).__name__
             response.close()
-            where = f"{response.request.method} {endpoint_name(response.request.url)}" if response.request is not None else "PostHog"
-            return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"{type(error).__name__} while reading the body of {where}")
-        finally:
-            response._content_consumed = True
-    return ErrorResolution(ResponseAction.SUCCESS)
+            return type(error).__name__
+        return None
+
+    def take(self, response: requests.Response) -> bytes:
+        """The body, released from this store (a page is ~40 MB: it is parsed once)."""
+        body = self._bodies.pop(response, None)
+        return body if body is not None else response.content
+
+    def error(self, response: Any) -> Optional[str]:
+        try:
+            return self._errors.get(response)
+        except TypeError:  # not weak-referenceable: an exception, None
+            return None
 
 
 class PostHogErrorHandler(ErrorHandler):
-    """Maps a PostHog response to retry/fail, with messages that name the fix.
+    """Adapts `errors.classify` to the CDK: retry, rate-limited, or refused with a message.
 
     `scope` is the personal-API-key scope the stream needs; `project_id` and `host` make 403 and
     404 messages say which project and host are wrong.
     """
 
-    def __init__(self, stream_name: str, scope: str, project_id: int, host: str):
+    def __init__(self, stream_name: str, scope: str, project_id: int, host: str, bodies: Optional[ResponseBodies] = None):
         self.stream_name = stream_name
         self.scope = scope
         self.project_id = project_id
         self.host = host
+        self.bodies = bodies or ResponseBodies()
 
     @property
     def max_retries(self) -> Optional[int]:
@@ -152,42 +168,32 @@ class PostHogErrorHandler(ErrorHandler):
             return ErrorResolution(ResponseAction.FAIL, FailureType.system_error, str(response))
         if response is None:
             return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, "no response from PostHog")
-        status = response.status_code
-        if status < 300:
-            return read_body(response)
-        where = f"{response.request.method} {endpoint_name(response.request.url)}" if response.request is not None else self.stream_name
-        if status == 429:
-            return ErrorResolution(ResponseAction.RATE_LIMITED, FailureType.transient_error, f"PostHog rate limit on {where}: {error_detail(response)}")
-        if status >= 500:
-            return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"PostHog server error {status} on {where}")
+        outcome = errors.classify(response.status_code)
+        place = where(response) if response.request is not None else self.stream_name
+        if outcome is Outcome.SUCCESS:
+            cut_short = self.bodies.read(response)
+            if cut_short:
+                return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"{cut_short} while reading the body of {place}")
+            return ErrorResolution(ResponseAction.SUCCESS)
+        if outcome is Outcome.RATE_LIMITED:
+            return ErrorResolution(ResponseAction.RATE_LIMITED, FailureType.transient_error, f"PostHog rate limit on {place}: {error_detail(response)}")
+        if outcome is Outcome.RETRY:
+            return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"PostHog server error {response.status_code} on {place}")
         # Raised, not returned as FAIL: the CDK's FAIL path logs the raw response body, which may
         # echo the key; this message is the whole story and is masked.
-        message = self.client_error_message(response, where)
+        message = self.client_error_message(response, place)
         raise ClientError(message=message, internal_message=message, failure_type=FailureType.config_error)
 
-    def client_error_message(self, response: requests.Response, where: str) -> str:
-        status, detail = response.status_code, error_detail(response)
-        if status == 401:
-            return (
-                f"PostHog rejected the API key (401 on {where}: {detail}). Check 'api_key': it must be a personal API "
-                f"key (phx_…) created on {self.host} under Settings → User → Personal API keys, not revoked."
-            )
-        if status == 403:
-            if "scope" in detail:
-                fix = f"Give the personal API key the '{self.scope}' scope (or deselect the {self.stream_name} stream)."
-            else:
-                fix = f"Give the personal API key access to project {self.project_id}, or set 'project_id' to a project the key can read."
-            return f"PostHog refused {self.stream_name} (403 on {where}: {detail}). {fix}"
-        if status == 404:
-            return (
-                f"PostHog has no project {self.project_id} on {self.host} (404 on {where}: {detail}). Check 'project_id' "
-                f"(Project settings → Project ID) and 'host' (us.posthog.com for US Cloud, eu.posthog.com for EU Cloud)."
-            )
-        return f"PostHog refused the request for {self.stream_name} ({status} on {where}: {detail})."
+    def client_error_message(self, response: requests.Response, place: str) -> str:
+        return errors.refusal_message(
+            response.status_code, error_detail(response), place, self.stream_name, self.scope, self.project_id, self.host, response.headers.get("Location", "?")
+        )
 
 
 class RetriesExhausted(AirbyteTracedException):
-    pass
+    """Retries ran out; `last_failure` is the last response or exception."""
+
+    last_failure: Any = None
 
 
 class ClientError(AirbyteTracedException):
@@ -195,61 +201,67 @@ class ClientError(AirbyteTracedException):
 
 
 class PostHogBackoffStrategy(BackoffStrategy):
-    """429 → exponential or Retry-After, at most 5 retries; 5xx/network → linear, at most 3.
-
-    Attempts are counted per request and per class, so each schedule is exact whatever the mix.
+    """Adapts `errors.retry_wait` to the CDK: 429 → exponential or Retry-After, at most 5 retries;
+    5xx/network → linear, at most 3. Attempts are counted per request and per class, so each
+    schedule is exact whatever the mix.
     """
 
-    def __init__(self, stream_name: str, endpoint: str = ""):
+    def __init__(self, stream_name: str, endpoint: str = "", bodies: Optional[ResponseBodies] = None):
         self.stream_name = stream_name
         self.endpoint = endpoint  # named in messages when an exception carries no request
-        # A stream sends one request at a time; the CDK's attempt_count restarts at 1 for each
-        # new request, so these counters are the current request's retries by class. (Not keyed
-        # by request: a truncated body raises ChunkedEncodingError without one.)
-        self._attempts: Dict[str, int] = {}
+        self.bodies = bodies or ResponseBodies()
+        # The CDK's attempt_count restarts at 1 for each new request, so these counters are the
+        # current request's retries by class. (Not keyed by request: a truncated body raises
+        # ChunkedEncodingError without one.)
+        self._attempts: Dict[Outcome, int] = {}
 
     def backoff_time(
         self, response_or_exception: Optional[Union[requests.Response, requests.RequestException]], attempt_count: int
     ) -> Optional[float]:
-        request = getattr(response_or_exception, "request", None)
-        is_rate_limit = isinstance(response_or_exception, requests.Response) and response_or_exception.status_code == 429
-        kind = "rate_limit" if is_rate_limit else "server"
+        is_response = isinstance(response_or_exception, requests.Response)
+        outcome = Outcome.RATE_LIMITED if is_response and response_or_exception.status_code == 429 else Outcome.RETRY
         if attempt_count <= 1:
             self._attempts = {}
-        attempt = self._attempts[kind] = self._attempts.get(kind, 0) + 1
-        limit = settings.RATE_LIMIT_MAX_RETRIES if is_rate_limit else settings.SERVER_ERROR_MAX_RETRIES
+        attempt = self._attempts[outcome] = self._attempts.get(outcome, 0) + 1
+        limit = errors.retry_limit(outcome)
         if attempt > limit:
-            raise self._exhausted(response_or_exception, request, limit)
-        if is_rate_limit:
-            retry_after = _retry_after_seconds(response_or_exception)
-            if retry_after is not None:
-                return min(retry_after, settings.RATE_LIMIT_MAX_WAIT_SECONDS)
-            return settings.RATE_LIMIT_BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)
-        return settings.SERVER_ERROR_BACKOFF_STEP_SECONDS * attempt
+            raise self._exhausted(response_or_exception, limit)
+        retry_after = errors.retry_after_seconds(response_or_exception.headers) if outcome is Outcome.RATE_LIMITED else None
+        return errors.retry_wait(outcome, attempt, retry_after)
 
-    def _exhausted(self, response_or_exception: Any, request: Any, retries: int) -> RetriesExhausted:
-        where = f"{request.method} {endpoint_name(request.url)}" if request is not None else (self.endpoint or self.stream_name)
-        body_error = getattr(response_or_exception, "body_error", None)
+    def _exhausted(self, response_or_exception: Any, retries: int) -> RetriesExhausted:
+        request = getattr(response_or_exception, "request", None)
+        place = where(request) if request is not None else (self.endpoint or self.stream_name)
+        body_error = self.bodies.error(response_or_exception)
         if body_error:
             what = f"a body cut short ({body_error}: the connection dropped mid-transfer)"
         elif isinstance(response_or_exception, requests.Response):
-            status = response_or_exception.status_code
-            what = f"HTTP {status} ({error_detail(response_or_exception)})"
+            what = f"HTTP {response_or_exception.status_code} ({error_detail(response_or_exception)})"
         else:
             what = type(response_or_exception).__name__
-        failure = FailureType.transient_error
-        message = (
-            f"Stream {self.stream_name}: {where} still failed with {what} after {retries} retries. "
-            f"The last checkpoint is saved; run the sync again to resume from it."
+        message = errors.exhausted_message(self.stream_name, place, what, retries)
+        exhausted = RetriesExhausted(message=message, internal_message=message, failure_type=FailureType.transient_error)
+        exhausted.last_failure = response_or_exception
+        return exhausted
+
+
+class PostHogClient:
+    """The HTTP policy outside a stream (check, a project's detail): the CDK's HttpClient with
+    the same budget, error handler and backoff as every stream."""
+
+    def __init__(self, name: str, scope: str, api_key: str, project_id: int, host: str, budget: Optional[APIBudget], read_timeout_seconds: int):
+        bodies = ResponseBodies()
+        self.bodies = bodies
+        self.read_timeout_seconds = read_timeout_seconds
+        self.http = HttpClient(
+            name=name,
+            logger=logger,
+            error_handler=PostHogErrorHandler(name, scope, project_id, host, bodies),
+            backoff_strategy=PostHogBackoffStrategy(name, bodies=bodies),
+            api_budget=budget,
+            authenticator=TokenAuthenticator(api_key),
         )
-        return RetriesExhausted(message=message, internal_message=message, failure_type=failure)
 
-
-def _retry_after_seconds(response: requests.Response) -> Optional[float]:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
+    def get(self, url: str) -> Tuple[requests.Response, bytes]:
+        _, response = self.http.send_request("GET", url, request_kwargs=request_kwargs(self.read_timeout_seconds), headers={}, params={})
+        return response, self.bodies.take(response)

@@ -20,8 +20,9 @@ from airbyte_cdk.sources.streams import Stream
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
+from source_posthog import settings
 from source_posthog.config import ConfigError, parse_config, validate_against_spec
-from source_posthog.http import PostHogErrorHandler, build_api_budget, timeouts
+from source_posthog.http import ClientError, PostHogClient, RetriesExhausted, build_api_budget
 from source_posthog.state import StateError
 from source_posthog.streams import STREAM_CLASSES
 
@@ -55,34 +56,26 @@ class SourcePosthog(AbstractSource):
         return AirbyteConnectionStatus(status=Status.FAILED, message=filter_secrets(str(reason)))
 
     def check_connection(self, logger: logging.Logger, config: Mapping[str, Any]) -> Tuple[bool, Optional[Any]]:
-        """Reads the configured project once: proves host, key and project in one request."""
+        """Reads the configured project once, with the same HTTP policy as a sync: proves host, key and project."""
         try:
             validate_against_spec(config, self.spec(logger).connectionSpecification)
             posthog = parse_config(config)
         except ConfigError as error:
             return False, error.message
-        url = posthog.project_url
+        client = PostHogClient("projects", "project:read", posthog.api_key, posthog.project_id, posthog.base_url, None, min(posthog.request_timeout_seconds, 30))
         try:
-            response = requests.get(
-                url,
-                headers={"Authorization": f"Bearer {posthog.api_key}"},
-                timeout=timeouts(min(posthog.request_timeout_seconds, 30)),
-                allow_redirects=False,
-            )
-        except requests.RequestException as error:
-            return False, (
-                f"Could not reach PostHog at {posthog.base_url} ({type(error).__name__}). Check 'host': "
-                f"us.posthog.com for US Cloud, eu.posthog.com for EU Cloud, or your self-hosted address."
-            )
-        if response.status_code == 200:
-            return True, None
-        if 300 <= response.status_code < 400:
-            return False, (
-                f"{posthog.base_url} redirected the API request ({response.status_code} to "
-                f"{response.headers.get('Location', '?')}). Set 'host' to the address PostHog is served from."
-            )
-        handler = PostHogErrorHandler("projects", "project:read", posthog.project_id, posthog.base_url)
-        return False, handler.client_error_message(response, f"GET /api/projects/{posthog.project_id}/")
+            client.get(posthog.project_url)
+        except ClientError as error:
+            return False, error.message
+        except RetriesExhausted as error:
+            if isinstance(error.last_failure, requests.ConnectionError):
+                return False, (
+                    f"Could not reach PostHog at {posthog.base_url} ({type(error.last_failure).__name__}, "
+                    f"{settings.SERVER_ERROR_MAX_RETRIES} retries). Check 'host': us.posthog.com for US Cloud, "
+                    f"eu.posthog.com for EU Cloud, or your self-hosted address."
+                )
+            return False, error.message
+        return True, None
 
     def streams(self, config: Mapping[str, Any]) -> List[Stream]:
         validate_against_spec(config, self.spec(logging.getLogger("airbyte")).connectionSpecification)

@@ -142,3 +142,52 @@ class TestCheckFailsWithTheFix:
 
         assert connection_status(output).status == Status.FAILED
         assert_no_secret(output, capsys)
+
+
+class TestCheckUsesTheSyncsHttpPolicy:
+    """`check` goes through the same HttpClient, error handler and backoff as `read`."""
+
+    def test_given_502_then_success_when_check_then_retried_linearly_and_succeeded(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        request = PostHogRequest.project(2).build()
+        http_mocker.get(request, [PostHogResponse.error(502).build(), PostHogResponse.error(502).build(), PostHogResponse(load_template("project")).build()])
+
+        output = run_check(ConfigBuilder().build())
+
+        assert connection_status(output).status == Status.SUCCEEDED
+        assert sleeps == [5 + 1, 10 + 1]  # linear 5, 10 s (+ the CDK's extra second)
+        http_mocker.assert_number_of_calls(request, 3)
+
+    def test_given_connection_reset_then_success_when_check_then_succeeded(self, requests_mock: Any, sleeps: List[float]) -> None:
+        requests_mock.get(
+            "https://us.posthog.com/api/projects/2/",
+            [{"exc": requests.exceptions.ConnectionError("Connection reset by peer")}, {"json": load_template("project")}],
+        )
+
+        output = run_check(ConfigBuilder().build())
+
+        assert connection_status(output).status == Status.SUCCEEDED
+        assert sleeps == [5 + 1]
+
+    def test_given_429_with_retry_after_when_check_then_waits_as_asked_and_succeeded(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        http_mocker.get(
+            PostHogRequest.project(2).build(),
+            [PostHogResponse.error(429).with_retry_after(30).build(), PostHogResponse(load_template("project")).build()],
+        )
+
+        output = run_check(ConfigBuilder().build())
+
+        assert connection_status(output).status == Status.SUCCEEDED
+        assert sleeps == [30 + 1]
+
+    def test_given_5xx_until_retries_run_out_when_check_then_failed_saying_it_is_a_server_error_not_a_refusal(
+        self, http_mocker: HttpMocker, sleeps: List[float]
+    ) -> None:
+        request = PostHogRequest.project(2).build()
+        http_mocker.get(request, PostHogResponse.error(502).build())
+
+        output = run_check(ConfigBuilder().build())
+
+        message = assert_failed_naming(output, ["HTTP 502", "after 3 retries", "GET /api/projects/2/"])
+        assert "refused" not in message
+        assert sleeps == [6, 11, 16]
+        http_mocker.assert_number_of_calls(request, 4)

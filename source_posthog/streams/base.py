@@ -1,20 +1,16 @@
-"""PostHogStream and PostHog's pagination styles, each written once.
+"""PostHogStream and the Airbyte side of PostHog's pagination styles, each written once.
 
-PostHog lists come in five envelopes (posthog-api.md § 2):
-  counted  {"count", "next", "previous", "results"}   → NextUrlPagination
-  persons  {"next", "previous", "results"}            → NextUrlPagination (a short page is not the end)
-  actions  {"results"} (older servers: counted)       → NextUrlPagination (no `next` = done)
-  recordings {"results", "has_next", "version"}      → HasNextOffsetPagination
-  HogQL    {"results", "columns", "types", ...}       → streams/events.py (keyset)
+The envelopes themselves are read by `source_posthog/posthog/envelopes.py` (docs/posthog-api.md § 2):
+  counted, persons, actions  → NextUrlPagination (follow `next`; a short page is not the end)
+  recordings                 → HasNextOffsetPagination
+  HogQL                      → streams/events.py (keyset, planned by posthog/events_plan.py)
 """
 
 from __future__ import annotations
 
 from abc import ABC
-from typing import Any, Iterable, Mapping, MutableMapping, Optional
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Iterable, Mapping, MutableMapping, Optional, Tuple
 
-import orjson
 import requests
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.sources.streams import CheckpointMixin
@@ -25,45 +21,17 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
 from source_posthog.config import PostHogConfig
-from source_posthog.http import PostHogBackoffStrategy, PostHogErrorHandler, endpoint_name, request_kwargs
+from source_posthog.http import PostHogBackoffStrategy, PostHogErrorHandler, ResponseBodies, endpoint_name, request_kwargs, where
+from source_posthog.posthog import envelopes
+from source_posthog.posthog.envelopes import MalformedBody
 
 
 class MalformedResponse(AirbyteTracedException):
     pass
 
 
-def where(response: requests.Response) -> str:
-    return f"{response.request.method} {endpoint_name(response.request.url)}"
-
-
-def decode_body(response: requests.Response, required: Optional[str] = "results", item_type: type = dict) -> Mapping[str, Any]:
-    """Parse a PostHog JSON body once per response; anything else is a clear error naming the endpoint.
-
-    `required` names the list the body must hold, and `item_type` what its items must be
-    (objects for REST lists, row arrays for HogQL).
-    """
-    cached = getattr(response, "_posthog_body", None)
-    if cached is not None:
-        return cached
-    place = where(response)
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError as error:
-        raise malformed_response(place, f"the body is not JSON ({error}); it starts with {response.content[:80]!r}")
-    if not isinstance(body, dict) or (required and not isinstance(body.get(required), list)):
-        got = type(body.get(required)).__name__ if isinstance(body, dict) else type(body).__name__
-        expected = f"an object with a '{required}' list" if required else "an object"
-        raise malformed_response(place, f"expected {expected}, got {got}")
-    if required and not all(item.__class__ is item_type for item in body[required]):
-        wrong = next(item for item in body[required] if item.__class__ is not item_type)
-        raise malformed_response(place, f"'{required}' holds a {type(wrong).__name__} where {item_type.__name__}s are expected")
-    response._posthog_body = body  # type: ignore[attr-defined]
-    response._content = b""  # the parsed body is all that is needed now: free the bytes (a page is ~40 MB)
-    return body
-
-
-def malformed_response(where: str, problem: str) -> MalformedResponse:
-    message = f"PostHog sent an unexpected response to {where}: {problem}. The last checkpoint is saved; retry the sync, and report it if it persists."
+def malformed_response(place: str, problem: str) -> MalformedResponse:
+    message = f"PostHog sent an unexpected response to {place}: {problem}. The last checkpoint is saved; retry the sync, and report it if it persists."
     return MalformedResponse(message=message, internal_message=message, failure_type=FailureType.system_error)
 
 
@@ -81,6 +49,9 @@ class PostHogStream(HttpStream, ABC):
 
     def __init__(self, config: PostHogConfig, api_budget: APIBudget):
         self.config = config
+        self.api_budget = api_budget  # shared by every stream and PostHogClient: PostHog's limits are per key
+        self.bodies = ResponseBodies()  # shared by the error handler (reads) and the parser (takes)
+        self._decoded: Optional[Tuple[requests.Response, Mapping[str, Any]]] = None
         super().__init__(authenticator=TokenAuthenticator(config.api_key), api_budget=api_budget)
 
     @property
@@ -94,13 +65,24 @@ class PostHogStream(HttpStream, ABC):
         return request_kwargs(self.config.request_timeout_seconds)
 
     def get_error_handler(self) -> PostHogErrorHandler:
-        return PostHogErrorHandler(self.name, self.scope, self.config.project_id, self.config.base_url)
+        return PostHogErrorHandler(self.name, self.scope, self.config.project_id, self.config.base_url, self.bodies)
 
     def get_backoff_strategy(self) -> PostHogBackoffStrategy:
-        return PostHogBackoffStrategy(self.name, f"{self.http_method} {endpoint_name(self.url_base + self.resource)}/")
+        return PostHogBackoffStrategy(self.name, f"{self.http_method} {endpoint_name(self.url_base + self.resource)}/", self.bodies)
+
+    def decode(self, response: requests.Response, required: Optional[str] = "results", item_type: type = dict) -> Mapping[str, Any]:
+        """The response's body, parsed once (parse_response and next_page_token both need it)."""
+        if self._decoded is not None and self._decoded[0] is response:
+            return self._decoded[1]
+        try:
+            body = envelopes.decode_body(self.bodies.take(response), required, item_type)
+        except MalformedBody as error:
+            raise malformed_response(where(response), str(error))
+        self._decoded = (response, body)
+        return body
 
     def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
-        yield from decode_body(response)["results"]
+        yield from self.decode(response)["results"]
 
 
 class ValidatedState(CheckpointMixin):
@@ -136,13 +118,11 @@ class NextUrlPagination(PostHogStream, ABC):
     """
 
     def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
-        next_url = decode_body(response).get("next")
-        if not next_url:
-            return None
-        if not isinstance(next_url, str):
-            raise malformed_response(where(response), f"'next' is a {type(next_url).__name__}, not a URL")
-        parts = urlsplit(next_url)
-        return {"next": f"{parts.path}?{parts.query}" if parts.query else parts.path}
+        try:
+            path = envelopes.next_path(self.decode(response))
+        except MalformedBody as error:
+            raise malformed_response(where(response), str(error))
+        return {"next": path} if path else None
 
     def path(self, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> str:
         if next_page_token:
@@ -162,20 +142,12 @@ class HasNextOffsetPagination(PostHogStream, ABC):
     """
 
     def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
-        body = decode_body(response)
-        if not body.get("has_next") or not body["results"]:
-            return None
-        offset = parse_offset(response.request.url) + len(body["results"])
-        return {"offset": offset}
+        offset = envelopes.next_offset(self.decode(response), response.request.url)
+        return {"offset": offset} if offset is not None else None
 
     def request_params(self, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> MutableMapping[str, Any]:
         params: dict = {"limit": self.page_size}
         if next_page_token:
             params["offset"] = next_page_token["offset"]
         return params
-
-
-def parse_offset(url: str) -> int:
-    values = parse_qs(urlsplit(url).query).get("offset")
-    return int(values[0]) if values else 0
 

@@ -12,8 +12,10 @@ import requests
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
 
 from source_posthog import settings
-from source_posthog.http import PostHogErrorHandler
-from source_posthog.streams.base import NextUrlPagination, decode_body
+from source_posthog.http import PostHogClient, PostHogErrorHandler, where
+from source_posthog.posthog import envelopes
+from source_posthog.posthog.envelopes import MalformedBody
+from source_posthog.streams.base import NextUrlPagination, malformed_response
 
 
 class Persons(NextUrlPagination):
@@ -81,7 +83,7 @@ class Projects(NextUrlPagination):
         return self.config.api_url
 
     def get_error_handler(self) -> PostHogErrorHandler:
-        return _ListForbiddenIsIgnored(self.name, self.scope, self.config.project_id, self.config.base_url)
+        return _ListForbiddenIsIgnored(self.name, self.scope, self.config.project_id, self.config.base_url, self.bodies)
 
     def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
         if response.status_code == 403:
@@ -94,10 +96,13 @@ class Projects(NextUrlPagination):
         return None if response.status_code == 403 else super().next_page_token(response)
 
     def _configured_project(self) -> Mapping[str, Any]:
-        _, response = self._http_client.send_request(
-            "GET", self.config.project_url, request_kwargs=self.request_kwargs(), headers={}, params={}
-        )
-        return decode_body(response, required=None)
+        config = self.config
+        client = PostHogClient(self.name, self.scope, config.api_key, config.project_id, config.base_url, self.api_budget, config.request_timeout_seconds)
+        response, body = client.get(config.project_url)
+        try:
+            return envelopes.decode_body(body, required=None)
+        except MalformedBody as error:
+            raise malformed_response(where(response), str(error))
 
 
 class _ListForbiddenIsIgnored(PostHogErrorHandler):

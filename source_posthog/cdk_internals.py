@@ -1,0 +1,129 @@
+"""The one module that relies on how airbyte-cdk works inside (tested by unit_tests/test_cdk_contract.py).
+
+At a million events, the CDK's generic output path (serialize each record through its dataclass
+serializer, decode, buffer as text, encode again) costs a measurable share of the CPU
+(BENCHMARKS.md, "Profile"). `read` therefore writes RECORD lines straight from the record dict as
+UTF-8 bytes, in the exact shape the CDK writes them; every other message, and every other
+command, goes through the CDK unchanged. What this leans on, each pinned by a contract test:
+
+1. `AirbyteEntrypoint.run`'s `read` branch: `read_lines` repeats its steps (log level, request
+   cache dir, config → queued messages → catalog → state → `read`, queued messages at the end).
+2. `airbyte_cdk.logger.PRINT_BUFFER`: the buffer the CDK's log handler writes to. Records are
+   written to stdout around it, so it is flushed first and logs stay in order.
+3. The CDK's RECORD wire shape (`record_line`): its serializer drops null top-level `data`
+   fields and orders keys `stream, data, emitted_at, namespace?`.
+4. `HashableStreamDescriptor` as the key of the record counter that `handle_record_counts`
+   turns into `sourceStats.recordCount` on every STATE message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from functools import lru_cache
+from typing import DefaultDict, Iterable, Iterator, List, Optional
+
+import orjson
+from airbyte_cdk.entrypoint import AirbyteEntrypoint
+from airbyte_cdk.logger import PRINT_BUFFER, is_platform_debug_log_enabled
+from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, Type
+from airbyte_cdk.sources import Source
+from airbyte_cdk.sources.connector_state_manager import HashableStreamDescriptor
+from airbyte_cdk.utils.constants import ENV_REQUEST_CACHE_PATH
+
+FLUSH_BYTES = 1 << 20
+
+
+class LeanReadEntrypoint(AirbyteEntrypoint):
+    @staticmethod
+    def handle_record_counts(message: AirbyteMessage, stream_message_count: DefaultDict[HashableStreamDescriptor, float]) -> AirbyteMessage:
+        # The CDK builds a new stream descriptor for every record to count it; one per stream will do.
+        if message.type == Type.RECORD:
+            stream_message_count[descriptor(message.record.stream, message.record.namespace)] += 1.0
+            return message
+        return AirbyteEntrypoint.handle_record_counts(message, stream_message_count)
+
+    def read_lines(self, parsed_args: argparse.Namespace) -> Iterator[bytes]:
+        """`read`, as the CDK's `run` does it (1), yielding encoded lines."""
+        if getattr(parsed_args, "debug", False) or is_platform_debug_log_enabled():
+            self.logger.setLevel(logging.DEBUG)
+            logging.getLogger("airbyte").setLevel(logging.DEBUG)
+            self.logger.debug("Debug logs enabled")
+        else:
+            self.logger.setLevel(logging.INFO)
+        source_spec = self.source.spec(self.logger)
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as temp_dir:
+            os.environ[ENV_REQUEST_CACHE_PATH] = temp_dir
+            try:
+                config = self.source.configure(self.source.read_config(parsed_args.config), temp_dir)
+                yield from map(message_line, queued_messages(self.source))
+                catalog = self.source.read_catalog(parsed_args.catalog)
+                state = self.source.read_state(parsed_args.state)
+                yield from map(message_line, self.read(source_spec, config, catalog, state))
+            finally:
+                yield from map(message_line, queued_messages(self.source))
+
+
+def queued_messages(source: Source) -> Iterable[AirbyteMessage]:
+    repository = getattr(source, "message_repository", None)
+    return repository.consume_queue() if repository else ()
+
+
+@lru_cache(maxsize=None)
+def descriptor(name: str, namespace: Optional[str]) -> HashableStreamDescriptor:
+    return HashableStreamDescriptor(name=name, namespace=namespace)
+
+
+def message_line(message: AirbyteMessage) -> bytes:
+    record = message.record
+    if message.type == Type.RECORD and record.meta is None and record.file_reference is None:
+        return record_line(record)
+    return f"{AirbyteEntrypoint.airbyte_message_to_string(message)}\n".encode()
+
+
+def record_line(record: AirbyteRecordMessage) -> bytes:
+    """What the CDK writes for a record (3)."""
+    data = record.data
+    if None in data.values():
+        data = {key: value for key, value in data.items() if value is not None}
+    body = {"stream": record.stream, "data": data, "emitted_at": record.emitted_at}
+    if record.namespace is not None:
+        body["namespace"] = record.namespace
+    return orjson.dumps({"type": "RECORD", "record": body}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def launch(entrypoint: LeanReadEntrypoint, args: List[str]) -> None:
+    parsed_args = entrypoint.parse_args(args)
+    with PRINT_BUFFER:  # (2)
+        if parsed_args.command == "read":
+            write_lines(entrypoint.read_lines(parsed_args))
+        else:
+            for message in entrypoint.run(parsed_args):
+                PRINT_BUFFER.write(f"{message}\n")
+
+
+def write_lines(lines: Iterator[bytes]) -> None:
+    """Buffered binary writes; logs are flushed first so they reach stdout in between (2)."""
+    out = sys.__stdout__.buffer
+    pending: List[bytes] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        PRINT_BUFFER.flush()
+        out.write(b"".join(pending))
+        out.flush()
+        pending.clear()
+        size = 0
+
+    try:
+        for line in lines:
+            pending.append(line)
+            size += len(line)
+            if size >= FLUSH_BYTES or not line.startswith(b'{"type":"RECORD"'):
+                flush()  # every STATE leaves at once: it is the checkpoint a resume starts from
+    finally:
+        flush()

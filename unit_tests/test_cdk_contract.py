@@ -1,0 +1,150 @@
+"""What `source_posthog/cdk_internals.py` assumes about airbyte-cdk, pinned so that a CDK upgrade
+that changes it fails here instead of drifting (numbers refer to that module's docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from airbyte_cdk.entrypoint import AirbyteEntrypoint
+from airbyte_cdk.logger import PRINT_BUFFER
+from airbyte_cdk.models import (
+    AirbyteCatalog,
+    AirbyteConnectionStatus,
+    AirbyteControlConnectorConfigMessage,
+    AirbyteControlMessage,
+    AirbyteErrorTraceMessage,
+    AirbyteLogMessage,
+    AirbyteMessage,
+    AirbyteRecordMessage,
+    AirbyteStateBlob,
+    AirbyteStateMessage,
+    AirbyteStateType,
+    AirbyteStream,
+    AirbyteStreamState,
+    AirbyteTraceMessage,
+    ConnectorSpecification,
+    Level,
+    OrchestratorType,
+    Status,
+    StreamDescriptor,
+    SyncMode,
+    TraceType,
+    Type,
+)
+from airbyte_cdk.sources.connector_state_manager import HashableStreamDescriptor
+from airbyte_cdk.test.catalog_builder import CatalogBuilder
+from airbyte_cdk.test.mock_http import HttpMocker
+
+from source_posthog import cdk_internals
+from source_posthog.cdk_internals import LeanReadEntrypoint, message_line, record_line
+from source_posthog.source import SourcePosthog
+from unit_tests.builders import ConfigBuilder, PostHogRequest, PostHogResponse, numbered
+
+STREAM_STATE = AirbyteStateMessage(
+    type=AirbyteStateType.STREAM,
+    stream=AirbyteStreamState(stream_descriptor=StreamDescriptor(name="events"), stream_state=AirbyteStateBlob({"timestamp": "2025-01-01T00:00:00.000000Z"})),
+)
+EVERY_MESSAGE_TYPE = [
+    pytest.param(AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream="events", data={"uuid": "u", "n": None, "p": {"a": None}}, emitted_at=1)), id="record-with-nulls"),
+    pytest.param(AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream="events", namespace="ns", data={"é": "ü", "x": [1, 2.5]}, emitted_at=2)), id="record-with-namespace-unicode"),
+    pytest.param(AirbyteMessage(type=Type.STATE, state=STREAM_STATE), id="state"),
+    pytest.param(AirbyteMessage(type=Type.LOG, log=AirbyteLogMessage(level=Level.INFO, message="hello")), id="log"),
+    pytest.param(
+        AirbyteMessage(type=Type.TRACE, trace=AirbyteTraceMessage(type=TraceType.ERROR, emitted_at=3.0, error=AirbyteErrorTraceMessage(message="m"))), id="trace"
+    ),
+    pytest.param(
+        AirbyteMessage(
+            type=Type.CONTROL,
+            control=AirbyteControlMessage(type=OrchestratorType.CONNECTOR_CONFIG, emitted_at=4.0, connectorConfig=AirbyteControlConnectorConfigMessage(config={"a": 1})),
+        ),
+        id="control",
+    ),
+    pytest.param(AirbyteMessage(type=Type.SPEC, spec=ConnectorSpecification(connectionSpecification={"type": "object"})), id="spec"),
+    pytest.param(AirbyteMessage(type=Type.CONNECTION_STATUS, connectionStatus=AirbyteConnectionStatus(status=Status.SUCCEEDED)), id="connection-status"),
+    pytest.param(
+        AirbyteMessage(type=Type.CATALOG, catalog=AirbyteCatalog(streams=[AirbyteStream(name="s", json_schema={}, supported_sync_modes=[SyncMode.full_refresh])])),
+        id="catalog",
+    ),
+]
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE_TYPE)
+def test_every_message_line_is_byte_for_byte_what_the_cdk_writes(message: AirbyteMessage) -> None:  # (3)
+    assert message_line(message) == f"{AirbyteEntrypoint.airbyte_message_to_string(message)}\n".encode()
+
+
+def test_the_record_fast_path_is_taken_for_plain_records() -> None:
+    record = AirbyteRecordMessage(stream="events", data={"a": 1}, emitted_at=1)
+    assert message_line(AirbyteMessage(type=Type.RECORD, record=record)) is not None
+    assert record_line(record) == b'{"type":"RECORD","record":{"stream":"events","data":{"a":1},"emitted_at":1}}\n'
+
+
+def test_record_counts_land_in_source_stats_of_the_next_state() -> None:  # (4)
+    counts: Dict[HashableStreamDescriptor, float] = defaultdict(float)
+    record = AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream="events", data={}, emitted_at=1))
+    for _ in range(3):
+        LeanReadEntrypoint.handle_record_counts(record, counts)
+    state = LeanReadEntrypoint.handle_record_counts(AirbyteMessage(type=Type.STATE, state=STREAM_STATE.__class__(**vars(STREAM_STATE))), counts)
+    assert state.state.sourceStats.recordCount == 3.0
+    assert cdk_internals.descriptor("events", None) == HashableStreamDescriptor(name="events", namespace=None)
+
+
+def test_print_buffer_is_the_buffer_the_cdk_log_handler_writes_through() -> None:  # (2)
+    assert hasattr(PRINT_BUFFER, "flush") and hasattr(PRINT_BUFFER, "write")
+    assert hasattr(PRINT_BUFFER, "__enter__") and hasattr(PRINT_BUFFER, "__exit__")
+
+
+def test_the_read_branch_of_the_cdks_run_still_has_the_steps_read_lines_repeats() -> None:  # (1)
+    import inspect
+
+    source = inspect.getsource(AirbyteEntrypoint.run)
+    for step in ("ENV_REQUEST_CACHE_PATH", "read_config", "configure", "read_catalog", "read_state", "self.read(", "_emit_queued_messages"):
+        assert step in source, f"AirbyteEntrypoint.run no longer does {step}: review cdk_internals.LeanReadEntrypoint.read_lines"
+    assert "consume_queue" in inspect.getsource(AirbyteEntrypoint._emit_queued_messages)
+
+
+def test_given_a_sync_when_read_through_our_path_then_every_line_equals_the_cdks_own_read(http_mocker: HttpMocker, tmp_path: Path) -> None:
+    """The whole `read` output (records, states with sourceStats, stream statuses) of our lean path
+    and of the CDK's `AirbyteEntrypoint.run`, for a two-page list with null fields."""
+    first = PostHogRequest.cohorts().with_limit(1000).build()
+    next_url = "https://us.posthog.com/api/projects/2/cohorts/?limit=1000&offset=1000"
+    page_one = numbered("cohorts", 3, description=None)
+    page_two = numbered("cohorts", 2, start=4)
+    http_mocker.get(first, PostHogResponse.page("cohorts").with_records(page_one).with_next(next_url).build())
+    http_mocker.get(PostHogRequest.from_next_url(next_url).build(), PostHogResponse.page("cohorts").with_records(page_two).build())
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(ConfigBuilder().build()))
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(_catalog_json("cohorts")))
+    args = argparse.Namespace(command="read", config=str(config), catalog=str(catalog), state=None, debug=False)
+
+    ours = [line.decode() for line in LeanReadEntrypoint(SourcePosthog()).read_lines(args)]
+    theirs = [f"{line}\n" for line in AirbyteEntrypoint(SourcePosthog()).run(args)]
+
+    assert _without_times(ours) == _without_times(theirs)
+    assert sum('"type":"RECORD"' in line for line in ours) == 5
+
+
+def _catalog_json(stream: str) -> Dict[str, Any]:
+    from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
+
+    return ConfiguredAirbyteCatalogSerializer.dump(CatalogBuilder().with_stream(stream, SyncMode.full_refresh).build())
+
+
+def _without_times(lines: List[str]) -> List[Any]:
+    """The lines as JSON with emitted_at and the log-only lines dropped (both paths log the same,
+    but through the print buffer, not as yielded lines)."""
+    out = []
+    for line in lines:
+        message = json.loads(line)
+        for part in ("record", "trace"):
+            if part in message:
+                message[part].pop("emitted_at", None)
+        out.append(message)
+    return out

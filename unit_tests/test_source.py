@@ -1,0 +1,85 @@
+"""The source as a whole: state checked before any request, record counts in STATE, the layers."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from airbyte_cdk.models import FailureType, SyncMode
+from airbyte_cdk.test.catalog_builder import CatalogBuilder
+from airbyte_cdk.test.entrypoint_wrapper import read
+from airbyte_cdk.test.mock_http import HttpMocker
+from airbyte_cdk.test.state_builder import StateBuilder
+
+from source_posthog.http import build_api_budget
+from source_posthog.posthog import events_plan
+from source_posthog.run import PostHogEntrypoint
+from source_posthog.source import SourcePosthog
+from source_posthog.streams import Events
+from source_posthog.config import parse_config
+from unit_tests.builders import ConfigBuilder, PostHogRequest, PostHogResponse, numbered
+from unit_tests.reader import config_errors
+
+POSTHOG_LAYER = Path(events_plan.__file__).parent
+
+
+def test_the_posthog_layer_never_imports_airbyte() -> None:
+    for module in POSTHOG_LAYER.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [name for name in imported if name.startswith("airbyte_cdk")], f"{module.name} imports airbyte_cdk"
+
+
+def test_given_a_corrupt_state_for_a_later_stream_when_read_then_config_error_before_the_first_request(requests_mock: Any) -> None:
+    """`cohorts` comes before `events` in a sync: without the early check, cohorts would be read
+    and the sync would fail halfway, on the events state."""
+    cohorts = requests_mock.get("https://us.posthog.com/api/projects/2/cohorts/", json={"count": 0, "next": None, "previous": None, "results": []})
+    catalog = CatalogBuilder().with_stream("cohorts", SyncMode.full_refresh).with_stream("events", SyncMode.incremental).build()
+    state = StateBuilder().with_stream_state("events", {"timestamp": "not a time"}).build()
+
+    output = read(SourcePosthog(), ConfigBuilder().build(), catalog, state, expecting_exception=True)
+
+    (error, *_) = config_errors(output)
+    assert "events" in error.message and "not a time" in error.message
+    assert cohorts.call_count == 0 and requests_mock.call_count == 0
+    assert output.records == []
+
+
+def test_given_records_and_pages_when_read_through_the_command_then_each_state_counts_the_records_since_the_last(http_mocker: HttpMocker, tmp_path: Path) -> None:
+    next_url = "https://us.posthog.com/api/projects/2/cohorts/?limit=1000&offset=1000"
+    http_mocker.get(PostHogRequest.cohorts().with_limit(1000).build(), PostHogResponse.page("cohorts").with_records(numbered("cohorts", 3)).with_next(next_url).build())
+    http_mocker.get(PostHogRequest.from_next_url(next_url).build(), PostHogResponse.page("cohorts").with_records(numbered("cohorts", 2, start=4)).build())
+    config, catalog = tmp_path / "config.json", tmp_path / "catalog.json"
+    config.write_text(json.dumps(ConfigBuilder().build()))
+    from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
+
+    catalog.write_text(json.dumps(ConfiguredAirbyteCatalogSerializer.dump(CatalogBuilder().with_stream("cohorts", SyncMode.full_refresh).build())))
+    args = argparse.Namespace(command="read", config=str(config), catalog=str(catalog), state=None, debug=False)
+
+    messages = [json.loads(line) for line in PostHogEntrypoint(SourcePosthog()).read_lines(args)]
+
+    counts: List[float] = []
+    since_last = 0
+    for message in messages:
+        if message["type"] == "RECORD":
+            since_last += 1
+        elif message["type"] == "STATE":
+            assert message["state"]["sourceStats"]["recordCount"] == since_last
+            counts.append(since_last)
+            since_last = 0
+    assert counts[:2] == [3, 2] and sum(counts) == 5
+
+
+def test_given_events_slices_drawn_without_reading_pages_then_drawing_stops_with_an_error() -> None:
+    """The next page depends on the last row of this one: drawing ahead must not loop on one page."""
+    stream = Events(parse_config(ConfigBuilder().build()), build_api_budget())
+    slices = iter(stream.stream_slices(sync_mode=SyncMode.full_refresh))
+    first = next(slices)
+    assert first["query"].after.uuid is None
+    with pytest.raises(RuntimeError, match="before the previous page was read"):
+        next(slices)
