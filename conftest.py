@@ -11,28 +11,17 @@ read. Subprocess output never reaches these file descriptors (`connector.run_syn
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterator, List
+from typing import Any, Iterator, List
 
 import pytest
 
-from integration_tests.emulator.keys import KEYS
-from unit_tests.builders import API_KEY as UNIT_TEST_KEY
+from test_support.secrets import known_secrets, leaked
 
-
-def _secret_forms() -> Dict[str, str]:
-    """secret text → a label safe to print."""
-    forms: Dict[str, str] = {}
-    for name, key in [*KEYS.items(), ("unit tests' API_KEY", UNIT_TEST_KEY)]:
-        forms[key] = f"key {name!r}"
-        forms[key.removeprefix("phx_")] = f"key {name!r} without phx_"
-    return forms
-
-
-SECRETS = _secret_forms()
+SECRETS = known_secrets()
 
 
 def _leaks(text: str) -> List[str]:
-    return sorted({label for secret, label in SECRETS.items() if secret in text})
+    return leaked(text, SECRETS)
 
 
 @pytest.fixture(autouse=True)

@@ -50,6 +50,7 @@ import orjson
 
 from integration_tests.connector import ALL_STREAMS, REPO, connector_command, primary_key, write_catalog, write_config
 from integration_tests.emulator import EmulatorConfig, EmulatorProcess
+from test_support.keys import hashable
 
 BENCH = REPO / ".bench"
 OFFICIAL_PACKAGE = "airbyte-source-posthog"
@@ -69,7 +70,7 @@ SETTINGS = {
     "capped": {"legacy_events_page_cap": 1000, "legacy_events_max_offset": 50_000},
     "uncapped": {"legacy_events_page_cap": None, "legacy_events_max_offset": None},
 }
-# PostHog's hourly limits per endpoint class (posthog/rate_limit.py; shared/posthog-api.md).
+# PostHog's hourly limits per endpoint class (posthog/rate_limit.py; docs/posthog-api.md).
 HOURLY_LIMIT = {"query": 2400, "analytics": 1200, "crud": 4800}
 TOOL_ENDPOINT_CLASS = {"ours": "query", "raw": "query", "official": "analytics"}
 MODEL_EVENTS = 10_000_000
@@ -150,10 +151,6 @@ class OutputReader:
                 self.event_uuids.append(str(data.get("uuid") or data.get("id")).encode())
             else:
                 self.keys.setdefault(stream, []).append(self.key_of(stream, record["data"]))
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 
 def official_key(stream: str, record: Mapping[str, Any]) -> Any:
@@ -283,9 +280,9 @@ def measure(job: Job, emu: EmulatorProcess, truth: Mapping[str, Any], events: in
             count = len(reader.event_uuids)
             expected = truth["events_bytes"]
         else:
-            delivered = set(map(_hashable, reader.keys.get(stream, [])))
+            delivered = set(map(hashable, reader.keys.get(stream, [])))
             count = reader.counts.get(stream, 0)
-            expected = set(map(_hashable, truth[stream]))
+            expected = set(map(hashable, truth[stream]))
         lost = len(expected - delivered)
         per_stream[stream] = {"records": count, "unique": len(delivered), "missing": lost, "truth": len(expected)}
         records += count

@@ -45,6 +45,9 @@ from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorServer
 from integration_tests.emulator import ratelimit as emulator_ratelimit
 from source_posthog import settings
 from source_posthog.source import SourcePosthog
+from test_support.keys import hashable
+from test_support.secrets import known_secrets, leaked
+from test_support.sleeps import BACKOFF_MODULE, SleepRecorder
 
 BASE_TIME = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
 ANCHOR_DATE = (BASE_TIME - timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%SZ")  # events span 30 days
@@ -54,40 +57,10 @@ SUBPROCESS_ENV = {
     # Pacing windows shrunk 1000x: only the tests about pacing pace for real.
     settings.RATE_LIMIT_SCALE_ENV: "1000",
 }
-BACKOFF_MODULE = "airbyte_cdk.sources.streams.http.rate_limiting"
 CDK_EXTRA_SECOND = 1  # the CDK sleeps backoff + 1 s ("to cover any fractions of second")
 
 
-# -- secrets -------------------------------------------------------------------------------------
-
-
-def secret_forms(api_key: Any) -> List[str]:
-    """The strings that must never appear for a configured key: the key, its body after `phx_`,
-    and its first line (a key pasted with a line break must not leak that line either)."""
-    if isinstance(api_key, bool) or not isinstance(api_key, (str, int)):
-        return []
-    text = str(api_key)
-    forms = {text, text.removeprefix("phx_"), *text.split()[:1]}
-    return sorted(form for form in forms if len(form) >= 8)
-
-
-def known_secrets(api_key: Any = None) -> List[str]:
-    forms = set(secret_forms(api_key))
-    for key in KEYS.values():
-        forms.update(secret_forms(key))
-    return sorted(forms)
-
-
-def leaked(text: str, secrets: Sequence[str]) -> List[str]:
-    """The secrets found in `text`, masked for the failure message."""
-    return [f"{secret[:7]}…({len(secret)} chars)" for secret in secrets if secret in text]
-
-
 # -- keys and truth ------------------------------------------------------------------------------
-
-
-def hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 
 def truth_sets(truth: Mapping[str, Sequence[Any]]) -> Dict[str, set]:
@@ -189,25 +162,6 @@ class VirtualClock:
         self.now += seconds
 
 
-class SleepRecorder:
-    """Replaces `time.sleep`: the CDK retry loop's sleeps are recorded (and advance the virtual
-    clock, if one is installed); every other caller really sleeps."""
-
-    def __init__(self, real_sleep: Callable[[float], None]) -> None:
-        self.real_sleep = real_sleep
-        self.backoffs: List[float] = []
-        self.clock: Optional[VirtualClock] = None
-
-    def __call__(self, seconds: float) -> None:
-        caller = sys._getframe(1).f_globals.get("__name__", "")
-        if caller == BACKOFF_MODULE:
-            self.backoffs.append(seconds)
-            if self.clock is not None:
-                self.clock.advance(seconds)
-            return
-        self.real_sleep(seconds)
-
-
 @dataclass
 class InProcessConnector:
     sleep: SleepRecorder
@@ -254,7 +208,7 @@ class InProcessConnector:
 def in_process(monkeypatch: pytest.MonkeyPatch) -> InProcessConnector:
     monkeypatch.setattr(settings, "EVENTS_INGESTION_LAG", timedelta(seconds=INGESTION_LAG_SECONDS))
     monkeypatch.setenv(settings.RATE_LIMIT_SCALE_ENV, SUBPROCESS_ENV[settings.RATE_LIMIT_SCALE_ENV])
-    recorder = SleepRecorder(time.sleep)
+    recorder = SleepRecorder(real_sleep=time.sleep)
     monkeypatch.setattr(f"{BACKOFF_MODULE}.time.sleep", recorder)
     yield InProcessConnector(recorder)
     logging.getLogger("airbyte").setLevel(logging.INFO)
@@ -264,7 +218,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> InProcessConnector:
 def virtual_throttle_clock(monkeypatch: pytest.MonkeyPatch, in_process: InProcessConnector) -> VirtualClock:
     clock = VirtualClock()
     monkeypatch.setattr(emulator_ratelimit, "time", clock)
-    in_process.sleep.clock = clock
+    in_process.sleep.advance = clock.advance
     return clock
 
 

@@ -18,6 +18,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import orjson
 
+from test_support.keys import hashable
+from test_support.secrets import known_secrets, leaked
+
 REPO = Path(__file__).resolve().parent.parent
 INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time"}
 PRIMARY_KEYS = {"events": ("uuid",), "property_definitions": ("type", "id")}
@@ -36,11 +39,6 @@ def connector_command() -> List[str]:
 def primary_key(stream: str, record: Mapping[str, Any]) -> Any:
     fields = PRIMARY_KEYS.get(stream, ("id",))
     return tuple(record.get(name) for name in fields) if len(fields) > 1 else record.get(fields[0])
-
-
-def hashable(value: Any) -> Any:
-    """Ground truth sends composite keys as JSON lists; records give tuples."""
-    return tuple(value) if isinstance(value, list) else value
 
 
 def expected_incremental_keys(stream: str, changes: Mapping[str, Any], truth_after: Mapping[str, List[Any]]) -> set:
@@ -193,15 +191,12 @@ def run_sync(
     # Issue "Reliability": no API key may reach the output, whatever the mode or failure. Checked
     # for the configured key (with and without `phx_`, and its first line if it was pasted with a
     # line break) and every emulator key.
-    from integration_tests.emulator.keys import KEYS
-
     try:
         configured = json.loads(config.read_text()).get("api_key") if config else None
     except (OSError, ValueError, AttributeError):
         configured = None
-    candidates = [*KEYS.values(), *([str(configured)] if isinstance(configured, (str, int)) and not isinstance(configured, bool) else [])]
-    secrets = {form for key in candidates for form in [key, key.removeprefix("phx_"), *key.split()[:1]] if len(form) >= 8}
-    found = sorted(f"{secret[:7]}…" for secret in secrets if secret.encode() in stdout or secret.encode() in stderr)
+    secrets = known_secrets(configured)
+    found = leaked(stdout, secrets) + leaked(stderr, secrets)
     if found:
         raise AssertionError(f"an API key appeared in the output of `source-posthog {command}`: {found}")
     return parse_output(stdout, result)

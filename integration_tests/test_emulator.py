@@ -1,4 +1,4 @@
-"""Checks the PostHog API emulator against the facts of shared/posthog-api.md.
+"""Checks the PostHog API emulator against the facts of docs/posthog-api.md.
 
 Fast by design (small datasets, a few seconds in total). Run with:
     python -m pytest integration_tests/test_emulator.py -q
@@ -181,7 +181,7 @@ def test_actions_are_one_unpaginated_list(emu):
     assert [a["id"] for a in body["results"]] == emu.ground_truth("actions") and len(body["results"]) > 5
 
 
-DOCUMENTED_FIELDS = {  # the keys of the examples in posthog-api.md § 3
+DOCUMENTED_FIELDS = {  # the keys of the examples in docs/posthog-api.md § 3
     "cohorts": {"id", "name", "description", "deleted", "groups", "filters", "query", "is_calculating", "is_static",
                 "cohort_type", "created_by", "created_at", "last_calculation", "errors_calculating", "count",
                 "experiment_set"},

@@ -12,7 +12,7 @@ DEFAULT_ANCHOR_AGE = timedelta(days=365)
 # -- Page sizes ---------------------------------------------------------------------------------
 # DRF LimitOffsetPagination has no max_limit in PostHog, so counted lists take large pages.
 LIST_PAGE_SIZE = 1000
-# Persons are built from an ActorsQuery: deep offsets are slow, so stay at <= 1000 (posthog-api.md 3.2).
+# Persons are built from an ActorsQuery: deep offsets are slow, so stay at <= 1000 (docs/posthog-api.md 3.2).
 PERSONS_PAGE_SIZE = 1000
 # Session recordings default to 50 a page; the list is a ClickHouse query, keep pages moderate.
 RECORDINGS_PAGE_SIZE = 200

@@ -7,7 +7,7 @@ Responses:  PostHogResponse.page("persons").with_records([...]).with_next(url).b
 Records:    record("persons", id="...", name="...")  (the template's first record, fields replaced)
 
 Templates live in `unit_tests/resource/http/response/<name>.json`: one per endpoint, shaped as
-`posthog-api.md` § 3 documents, and the error bodies of § 1.4 (drf-exceptions-hog).
+`docs/posthog-api.md` § 3 documents, and the error bodies of § 1.4 (drf-exceptions-hog).
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, Iterator, List
 from unittest import mock
 
@@ -28,12 +27,12 @@ import freezegun
 from freezegun import freeze_time
 
 from source_posthog import settings
+from test_support.cdk_seams import validate_all_matchers_called
+from test_support.sleeps import BACKOFF_MODULE, SleepRecorder
 from unit_tests.builders import NOW, ConfigBuilder
 
 freezegun.configure(extend_ignore_list=["_pytest", "pytest_timeout"])  # keep pytest's own clocks real
 
-_BACKOFF_MODULE = "airbyte_cdk.sources.streams.http.rate_limiting"
-_BUDGET_MODULE = "airbyte_cdk.sources.streams.call_rate"
 
 
 @pytest.fixture(autouse=True)
@@ -65,41 +64,10 @@ def frozen_time() -> Iterator[Any]:
         yield frozen
 
 
-def _caller_module() -> str:
-    """The module that called `time.sleep` (skipping unittest.mock's own frames)."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("unittest.mock"):
-        frame = frame.f_back
-    return frame.f_globals.get("__name__", "") if frame is not None else ""
-
-
-class SleepRecorder:
-    def __init__(self, frozen: Any) -> None:
-        self._frozen = frozen
-        self.backoffs: List[float] = []
-        self.budget_waits: List[float] = []
-        self.other: List[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        caller = _caller_module()
-        if caller == _BACKOFF_MODULE:
-            self.backoffs.append(seconds)
-        elif caller == _BUDGET_MODULE:
-            self.budget_waits.append(seconds)
-        elif seconds:
-            self.other.append(seconds)
-        if caller == _BUDGET_MODULE:
-            # The budget measures its windows in whole milliseconds; a real clock would have moved on
-            # while it computed a 0 ms wait, the frozen one must be moved by hand.
-            self._frozen.tick(max(seconds, 0.001))
-        elif seconds and seconds > 0:
-            self._frozen.tick(seconds)
-
-
 @pytest.fixture(autouse=True)
 def sleep_recorder(frozen_time: Any) -> Iterator[SleepRecorder]:
-    recorder = SleepRecorder(frozen_time)
-    with mock.patch(f"{_BACKOFF_MODULE}.time.sleep", side_effect=recorder):
+    recorder = SleepRecorder(advance=frozen_time.tick)
+    with mock.patch(f"{BACKOFF_MODULE}.time.sleep", side_effect=recorder):
         yield recorder
 
 
@@ -125,4 +93,4 @@ def http_mocker() -> Iterator[HttpMocker]:
     mocker = HttpMocker()
     with mocker:
         yield mocker
-    mocker._validate_all_matchers_called()
+    validate_all_matchers_called(mocker)

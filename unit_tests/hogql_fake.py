@@ -10,7 +10,7 @@ Strictness (the less convenient PostHog behaviour, on purpose):
   unknown column, an unquoted or malformed literal, a stray token) is a 400 `validation_error`
   and is recorded in `rejected`, so a test sees it;
 - LIMIT is silently capped at 50,000 and `hasMore` is never computed for an explicit LIMIT
-  (posthog-api.md § 4.2);
+  (docs/posthog-api.md § 4.2);
 - an event is visible only once PostHog has ingested it (`created_at <= now`);
 - `properties` is returned as a JSON string; timestamps are rendered in the project's time zone
   (`render_offset`), as HogQL does.

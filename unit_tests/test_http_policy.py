@@ -18,6 +18,7 @@ from airbyte_cdk.test.mock_http import HttpMocker
 from source_posthog import settings
 from source_posthog.http import PostHogBackoffStrategy, build_api_budget
 from source_posthog.source import SourcePosthog
+from test_support.cdk_seams import budget_used_by, rates_of
 from unit_tests.builders import API_KEY, PROJECT_URL, ConfigBuilder, PostHogRequest, PostHogResponse, numbered, person_uuid, record
 from unit_tests.reader import config_errors, errors, everything_emitted, read_stream, records
 
@@ -298,9 +299,10 @@ class TestBackoffStrategy:
 class TestSharedBudget:
     def test_every_stream_shares_one_budget(self, config: Any) -> None:
         streams = SourcePosthog().streams(config)
-        budgets = {id(stream._http_client._api_budget) for stream in streams}
+        budgets = {id(budget_used_by(stream)) for stream in streams}
         assert len(streams) == 11 and len(budgets) == 1
-        assert isinstance(streams[0]._http_client._api_budget, HttpAPIBudget)
+        assert all(budget_used_by(stream) is stream.api_budget for stream in streams)
+        assert isinstance(streams[0].api_budget, HttpAPIBudget)
 
     @pytest.mark.parametrize(
         "url, per_minute, per_hour",
@@ -325,14 +327,22 @@ class TestSharedBudget:
         policy = budget.get_matching_policy(requests.Request("GET", url).prepare())
 
         assert isinstance(policy, MovingWindowCallRatePolicy), f"no pacing policy for {url}"
-        rates = sorted((rate.interval, rate.limit) for rate in policy._bucket.rates)
+        rates = rates_of(policy)
         assert rates == [(1000, 3), (60_000, per_minute), (3_600_000, per_hour)]
 
     def test_given_scale_env_when_budget_is_built_then_windows_shrink_for_emulator_runs(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(settings.RATE_LIMIT_SCALE_ENV, "10")
         policy = build_api_budget().get_matching_policy(requests.Request("GET", f"{PROJECT_URL}/cohorts/").prepare())
-        assert sorted((rate.interval, rate.limit) for rate in policy._bucket.rates) == [(100, 3), (6000, 480), (360_000, 4800)]
+        assert rates_of(policy) == [(100, 3), (6000, 480), (360_000, 4800)]
 
-    def test_429_is_not_counted_as_a_budget_hit(self) -> None:
-        # The backoff strategy owns 429s; PostHog sends no X-RateLimit-* headers to sync a budget with.
-        assert build_api_budget()._status_codes_for_ratelimit_hit == []
+    def test_given_a_429_seen_by_the_budget_then_the_next_call_is_not_blocked(self) -> None:
+        # The backoff strategy owns 429s (Retry-After or exponential); PostHog sends no
+        # X-RateLimit-* headers, so a 429 must not also freeze the budget until some reset time.
+        budget = build_api_budget()
+        request = requests.Request("GET", f"{PROJECT_URL}/cohorts/").prepare()
+        throttled = requests.Response()
+        throttled.status_code, throttled.request = 429, request
+
+        budget.update_from_response(request, throttled)
+
+        budget.acquire_call(request, block=False)  # raises CallRateLimitHit if the 429 had exhausted it

@@ -1,6 +1,6 @@
 """`property_definitions/`: one pass per `type`.
 
-The endpoint returns event properties unless asked for another `type` (posthog-api.md § 3.11),
+The endpoint returns event properties unless asked for another `type` (docs/posthog-api.md § 3.11),
 so a full sync reads event, person and session properties, and group properties for each of
 PostHog's five group type indexes. Each record says which pass it came from.
 """

@@ -1,0 +1,36 @@
+"""The leak guard: the strings that must never appear in any output, log, state or exception."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, List, Union
+
+from integration_tests.emulator.keys import KEYS
+from unit_tests.builders import API_KEY as UNIT_TEST_KEY
+
+
+def secret_forms(api_key: Any) -> List[str]:
+    """For one key: the key, its body after `phx_`, and its first line (a key pasted with a line
+    break must not leak that line either)."""
+    if isinstance(api_key, bool) or not isinstance(api_key, (str, int)):
+        return []
+    text = str(api_key)
+    forms = {text, text.removeprefix("phx_"), *text.split()[:1]}
+    return sorted(form for form in forms if len(form) >= 8)
+
+
+def known_secrets(*extra_keys: Any) -> List[str]:
+    """Every form of every key the tests use (the emulator's, the unit tests'), plus `extra_keys`."""
+    forms = set()
+    for key in (*KEYS.values(), UNIT_TEST_KEY, *extra_keys):
+        forms.update(secret_forms(key))
+    return sorted(forms)
+
+
+def leaked(text: Union[str, bytes], secrets: Iterable[str]) -> List[str]:
+    """The secrets found in `text`, masked so that the failure message does not leak them."""
+    found = []
+    for secret in secrets:
+        needle = secret.encode() if isinstance(text, bytes) else secret
+        if needle in text:
+            found.append(f"{secret[:7]}…({len(secret)} chars)")
+    return sorted(set(found))
