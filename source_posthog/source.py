@@ -91,19 +91,29 @@ class SourcePosthog(AbstractSource):
         state: Optional[List[AirbyteStateMessage]] = None,
     ) -> Iterator[AirbyteMessage]:
         install_config_error_log_filter()  # the CDK configured its log handlers by now
-        self._validate_state(config, catalog, state or [])  # before any stream starts
+        state = self._own_state(config, catalog, state or [])  # before any stream starts
         yield from super().read(logger, config, catalog, state)
 
-    def _validate_state(self, config: Mapping[str, Any], catalog: ConfiguredAirbyteCatalog, state: List[AirbyteStateMessage]) -> None:
-        """A corrupt state fails the sync before the first request, not halfway through it."""
+    def _own_state(self, config: Mapping[str, Any], catalog: ConfiguredAirbyteCatalog, state: List[AirbyteStateMessage]) -> List[AirbyteStateMessage]:
+        """The incoming state this sync may trust, decided before the first request.
+
+        Each configured stream judges its own state (`PostHogStream.incoming_state`): a corrupt
+        one, or a cursor in the future, fails the sync here with a config error, not halfway
+        through it; a completed full refresh, or a state written for another project, is dropped
+        with a log line, so that stream starts from its first page (or anchor_date).
+        """
         streams = {stream.name: stream for stream in self.streams(config)}
         configured = {configured.stream.name for configured in catalog.streams}
+        kept = []
         for message in state:
             stream_state = getattr(message, "stream", None)
             name = stream_state.stream_descriptor.name if stream_state else None
             if name in configured and name in streams and stream_state.stream_state is not None:
                 value = stream_state.stream_state
-                streams[name].state = value if isinstance(value, dict) else vars(value)
+                if not streams[name].incoming_state(value if isinstance(value, dict) else dict(vars(value))):
+                    continue
+            kept.append(message)
+        return kept
 
 
 _FILE_FIXES = {

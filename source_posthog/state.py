@@ -40,3 +40,15 @@ def state_timestamp(state: Mapping[str, Any], key: str, stream: str, required: b
         return parse_timestamp(value)
     except (ValueError, pendulum.parsing.exceptions.ParserError):
         raise StateError(stream, f"'{key}' = {value[:40]!r} is not an ISO-8601 timestamp")
+
+
+def not_in_future(stream: str, key: str, value: pendulum.DateTime) -> pendulum.DateTime:
+    """A cursor after now would make the stream read nothing until that day: refuse it."""
+    now = pendulum.now("UTC")
+    if value > now:
+        raise StateError(
+            stream,
+            f"'{key}' = {value.to_iso8601_string()} is in the future (now is {now.to_iso8601_string()}), so the stream "
+            f"would read nothing until then; reset the {stream} stream",
+        )
+    return value

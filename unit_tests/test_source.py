@@ -22,7 +22,7 @@ from source_posthog.source import SourcePosthog
 from source_posthog.streams import Events
 from source_posthog.config import parse_config
 from unit_tests.builders import ConfigBuilder, PostHogRequest, PostHogResponse, numbered
-from unit_tests.reader import config_errors
+from unit_tests.reader import config_errors, final_state, read_stream, records
 
 POSTHOG_LAYER = Path(events_plan.__file__).parent
 
@@ -83,3 +83,56 @@ def test_given_events_slices_drawn_without_reading_pages_then_drawing_stops_with
     assert first["query"].after.uuid is None
     with pytest.raises(RuntimeError, match="before the previous page was read"):
         next(slices)
+
+
+class TestIncomingState:
+    """What a replayed state means (PyAirbyte and the shell pass the last STATE back)."""
+
+    COHORTS = "https://us.posthog.com/api/projects/2/cohorts/"
+
+    def _two_pages(self, requests_mock: Any) -> Any:
+        next_url = f"{self.COHORTS}?limit=1000&offset=1000"
+        first = requests_mock.get(f"{self.COHORTS}?limit=1000", json={"count": 4, "next": next_url, "previous": None, "results": numbered("cohorts", 3)})
+        second = requests_mock.get(next_url, json={"count": 4, "next": None, "previous": None, "results": numbered("cohorts", 1, start=4)})
+        return first, second
+
+    def test_given_a_completed_full_refresh_state_when_read_then_the_list_is_read_again_from_the_first_page(self, requests_mock: Any) -> None:
+        first, second = self._two_pages(requests_mock)
+
+        output = read_stream("cohorts", state={"__ab_full_refresh_sync_complete": True})
+
+        assert [r["id"] for r in records(output)] == [1, 2, 3, 4]
+        assert first.call_count == 1 and second.call_count == 1
+
+    def test_given_a_state_left_mid_stream_when_read_then_it_resumes_from_its_page(self, requests_mock: Any) -> None:
+        first, second = self._two_pages(requests_mock)
+
+        output = read_stream("cohorts", state={"next": "/api/projects/2/cohorts/?limit=1000&offset=1000"})
+
+        assert [r["id"] for r in records(output)] == [4]
+        assert first.call_count == 0 and second.call_count == 1
+
+    def test_given_a_mid_stream_state_of_another_project_when_read_then_this_project_is_read_from_the_first_page(self, requests_mock: Any) -> None:
+        first, second = self._two_pages(requests_mock)
+        foreign = requests_mock.get("https://us.posthog.com/api/projects/7/cohorts/", json={"count": 0, "next": None, "previous": None, "results": []})
+
+        output = read_stream("cohorts", state={"next": "/api/projects/7/cohorts/?limit=1000&offset=1000"})
+
+        assert [r["id"] for r in records(output)] == [1, 2, 3, 4]
+        assert foreign.call_count == 0
+        assert any("another project" in log.log.message for log in output.logs)
+
+    def test_given_an_incremental_state_of_another_project_when_read_then_this_project_starts_from_anchor_date(self, requests_mock: Any) -> None:
+        from unit_tests.hogql_fake import FakeHogQL, make_events, utc
+        from datetime import timedelta
+
+        events = make_events(5, utc("2025-05-02T00:00:00Z"), step=timedelta(hours=1))
+        fake = FakeHogQL(events).register(requests_mock)
+        state = {"timestamp": "2025-05-31T00:00:00.000000Z", "uuid": None, "ingested_through": "2025-05-31T00:00:00.000000Z", "project_id": 7}
+
+        output = read_stream("events", SyncMode.incremental, state=state)
+
+        assert sorted(r["uuid"] for r in records(output)) == sorted(e.uuid for e in events)
+        assert final_state(output)["project_id"] == 2
+        assert any("written for project 7" in log.log.message for log in output.logs)
+        assert fake.calls >= 1

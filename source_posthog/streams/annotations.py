@@ -1,7 +1,7 @@
 """`annotations/`: incremental on `updated_at`, filtered on the client.
 
 PostHog offers no `updated_at` filter or ordering for annotations (the list is ordered
-`-date_marker`, default limit 1000; posthog-api.md § 3.7), so every sync reads the whole list
+`-date_marker`, default limit 1000; docs/posthog-api.md § 3.7), so every sync reads the whole list
 and emits the annotations updated after the cursor. The cursor moves only when the whole list
 has been read: the order is not by `updated_at`, so a partial read proves nothing.
 """
@@ -13,7 +13,7 @@ from typing import Any, Iterable, List, Mapping, MutableMapping, Optional
 import pendulum
 from airbyte_cdk.models import SyncMode
 
-from source_posthog.state import state_timestamp
+from source_posthog.state import not_in_future, state_timestamp
 from source_posthog.streams.base import NextUrlPagination, ValidatedState
 from source_posthog.posthog.timestamps import parse_timestamp, utc_iso
 
@@ -24,7 +24,8 @@ class Annotations(ValidatedState, NextUrlPagination):
     cursor_field = "updated_at"
 
     def parse_state(self, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
-        return {"updated_at": utc_iso(state_timestamp(value, "updated_at", self.name))}
+        cursor = not_in_future(self.name, "updated_at", state_timestamp(value, "updated_at", self.name))
+        return {"updated_at": utc_iso(cursor), "project_id": self.config.project_id}
 
     def read_records(
         self,
@@ -42,7 +43,7 @@ class Annotations(ValidatedState, NextUrlPagination):
             if updated is not None and (newest is None or updated > newest):
                 newest = updated
         if newest is not None:
-            self._state = {"updated_at": utc_iso(newest)}
+            self._state = {"updated_at": utc_iso(newest), "project_id": self.config.project_id}
 
 
 def _updated_at(record: Mapping[str, Any]) -> Optional[pendulum.DateTime]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from abc import ABC
 from typing import Any, Iterable, Mapping, MutableMapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 import requests
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.sources.streams import CheckpointMixin
 from airbyte_cdk.sources.streams.call_rate import APIBudget
+from airbyte_cdk.sources.streams.checkpoint.checkpoint_reader import FULL_REFRESH_COMPLETE_STATE
 from airbyte_cdk.sources.streams.http import HttpStream
 from airbyte_cdk.sources.streams.http.requests_native_auth import TokenAuthenticator
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
@@ -84,6 +86,39 @@ class PostHogStream(HttpStream, ABC):
     def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
         yield from self.decode(response)["results"]
 
+    # -- incoming state ----------------------------------------------------------------------
+    def incoming_state(self, value: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+        """The state to resume from, None to start over; raises StateError if it cannot be trusted.
+
+        A full-refresh list checkpoints the next page (`{"next": path}`) and, once complete,
+        `{"__ab_full_refresh_sync_complete": true}`. Clients that replay the last state (PyAirbyte,
+        a shell following the README) hand the completed one back: that means "read it all again",
+        not "read nothing". A next page of another project or host is not this stream's either.
+        """
+        if value == FULL_REFRESH_COMPLETE_STATE:
+            self.logger.info(f"Stream {self.name}: the previous full refresh completed; reading it again from the first page.")
+            return None
+        pages = [value.get("next")] if "next" in value else [partition.get("cursor", {}).get("next") for partition in value.get("states", []) if isinstance(partition, Mapping)]
+        foreign = [page for page in pages if isinstance(page, str) and not urlsplit(page).path.startswith(urlsplit(self.url_base).path)]
+        if foreign:
+            self.logger.warning(
+                f"Stream {self.name}: the state's next page {urlsplit(foreign[0]).path} is not under {urlsplit(self.url_base).path} "
+                f"(it was written for another project or host); reading this project from the first page."
+            )
+            return None
+        return value
+
+    def owns(self, value: Mapping[str, Any]) -> bool:
+        """False, with a warning, for an incremental state written for another project."""
+        written_for = value.get("project_id")
+        if written_for is None or written_for == self.config.project_id:
+            return True
+        self.logger.warning(
+            f"Stream {self.name}: the state was written for project {written_for}, not project {self.config.project_id}; "
+            f"syncing project {self.config.project_id} from anchor_date ({self.config.anchor_date.to_iso8601_string()})."
+        )
+        return False
+
 
 class ValidatedState(CheckpointMixin):
     """Incremental state kept by the stream; `parse_state` checks what comes in.
@@ -101,10 +136,17 @@ class ValidatedState(CheckpointMixin):
 
     @state.setter
     def state(self, value: MutableMapping[str, Any]) -> None:
-        self._state = self.parse_state(value) if value else {}
+        self._state = self.parse_state(value) if value and self.owns(value) else {}
+
+    def incoming_state(self, value: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+        if not value or not self.owns(value):
+            return None
+        self.parse_state(value)
+        return value
 
     def parse_state(self, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
-        """The canonical form of an incoming state; raises StateError if it cannot be trusted."""
+        """The canonical form of an incoming state (it carries `project_id`); raises StateError
+        if it cannot be trusted, or if its cursor lies in the future."""
         raise NotImplementedError
 
 

@@ -26,7 +26,7 @@ from airbyte_cdk.sources.streams import CheckpointMixin
 from source_posthog import settings
 from source_posthog.posthog.envelopes import MalformedBody, hogql_records
 from source_posthog.posthog.events_plan import EventsPlan, EventsState, InvalidEventsState, Page, PageQuery, parse_position
-from source_posthog.state import StateError
+from source_posthog.state import StateError, not_in_future
 from source_posthog.streams.base import PostHogStream, malformed_response, where
 
 
@@ -52,15 +52,30 @@ class Events(PostHogStream, CheckpointMixin):
 
     @state.setter
     def state(self, value: MutableMapping[str, Any]) -> None:
+        self._incoming = self._parse(value) if value and self.owns(value) else None
+        self._state_dict = self._as_dict(self._incoming) if self._incoming else {}
+
+    def incoming_state(self, value: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+        if not value or not self.owns(value):
+            return None
+        self._parse(value)
+        return value
+
+    def _parse(self, value: Mapping[str, Any]) -> Optional[EventsState]:
         try:
-            self._incoming = EventsState.from_dict(value or {}, self.config.project_id)
+            parsed = EventsState.from_dict(value, self.config.project_id)
         except InvalidEventsState as error:
             raise StateError(self.name, str(error))
-        self._state_dict = self._incoming.to_dict() if self._incoming else {}
+        if parsed is not None:
+            not_in_future(self.name, "timestamp", pendulum.instance(parsed.position.timestamp))
+        return parsed
+
+    def _as_dict(self, state: EventsState) -> Dict[str, Any]:
+        return {**state.to_dict(), "project_id": self.config.project_id}
 
     def _set_plan(self, plan: EventsPlan) -> None:
         self._plan = plan
-        self._state_dict = plan.state.to_dict()
+        self._state_dict = self._as_dict(plan.state)
 
     # -- slices: one per page, each decided by the plan once the previous page is read --------
     def stream_slices(self, sync_mode: SyncMode = SyncMode.full_refresh, **kwargs: Any) -> Iterable[Optional[Mapping[str, Any]]]:

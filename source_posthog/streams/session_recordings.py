@@ -1,6 +1,6 @@
 """`session_recordings/`: recording metadata, incremental on `start_time`.
 
-PostHog's list defaults `date_from` to three days back (posthog-api.md § 3.9), so it is always
+PostHog's list defaults `date_from` to three days back (docs/posthog-api.md § 3.9), so it is always
 sent: anchor_date on a first sync, then the cursor minus a lookback. Pages are `{"results",
 "has_next"}`, read oldest first with offset paging. The cursor moves when the whole range has
 been read. Each incremental sync emits:
@@ -19,7 +19,7 @@ import pendulum
 from airbyte_cdk.models import SyncMode
 
 from source_posthog import settings
-from source_posthog.state import StateError, require_mapping, state_timestamp
+from source_posthog.state import StateError, not_in_future, require_mapping, state_timestamp
 from source_posthog.streams.base import HasNextOffsetPagination, ValidatedState, malformed_response
 from source_posthog.posthog.timestamps import parse_timestamp, utc_iso
 
@@ -35,14 +35,14 @@ class SessionRecordings(ValidatedState, HasNextOffsetPagination):
         self._date_from: pendulum.DateTime = self.config.anchor_date
 
     def parse_state(self, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
-        cursor = state_timestamp(value, "start_time", self.name)
+        cursor = not_in_future(self.name, "start_time", state_timestamp(value, "start_time", self.name))
         ongoing = require_mapping(value.get("ongoing") or {}, self.name)
         if not all(isinstance(started, str) for started in ongoing.values()):
             raise StateError(self.name, "'ongoing' must map recording ids to start times")
         recent = value.get("recent") or []
         if not isinstance(recent, list):
             raise StateError(self.name, f"'recent' must be a list of recording ids, got {type(recent).__name__}")
-        return {"start_time": utc_iso(cursor), "ongoing": dict(ongoing), "recent": list(recent)}
+        return {"start_time": utc_iso(cursor), "ongoing": dict(ongoing), "recent": list(recent), "project_id": self.config.project_id}
 
     def request_params(self, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> MutableMapping[str, Any]:
         params = super().request_params(next_page_token=next_page_token, **kwargs)
@@ -82,7 +82,12 @@ class SessionRecordings(ValidatedState, HasNextOffsetPagination):
         if newest is not None:
             horizon = newest - settings.RECORDINGS_LOOKBACK
             recent = sorted((r for r, s in started_at.items() if s > horizon), key=started_at.get)
-            self._state = {"start_time": utc_iso(newest), "ongoing": ongoing, "recent": recent[-settings.RECORDINGS_MAX_TRACKED_RECENT:]}
+            self._state = {
+                "start_time": utc_iso(newest),
+                "ongoing": ongoing,
+                "recent": recent[-settings.RECORDINGS_MAX_TRACKED_RECENT:],
+                "project_id": self.config.project_id,
+            }
 
     def _read_from(self, cursor: Optional[pendulum.DateTime], ongoing: Mapping[str, str]) -> pendulum.DateTime:
         if cursor is None:

@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 from airbyte_cdk.models import SyncMode
 from airbyte_cdk.test.mock_http import HttpMocker
 
-from unit_tests.builders import PostHogRequest, PostHogResponse, record
+from unit_tests.builders import PROJECT_ID, PostHogRequest, PostHogResponse, record
 from unit_tests.reader import as_emitted, final_state, read_stream, records, states
 
 LIMIT = 1000
@@ -54,7 +54,7 @@ class TestAnnotationsFullRefresh:
     def test_given_a_state_when_read_full_refresh_then_the_state_is_ignored(self, http_mocker: HttpMocker) -> None:
         serve(http_mocker, PAGE_ONE, PAGE_TWO)
 
-        output = read_stream("annotations", SyncMode.full_refresh, state={"updated_at": "2025-05-09T00:00:00.000000Z"})
+        output = read_stream("annotations", SyncMode.full_refresh, state={"updated_at": "2025-05-09T00:00:00.000000Z", "project_id": PROJECT_ID})
 
         assert len(records(output)) == 4
 
@@ -66,33 +66,33 @@ class TestAnnotationsIncremental:
         output = read_stream("annotations", SyncMode.incremental)
 
         assert records(output) == as_emitted(PAGE_ONE + PAGE_TWO)
-        assert final_state(output) == {"updated_at": "2025-05-10T12:00:00.000000Z"}
+        assert final_state(output) == {"updated_at": "2025-05-10T12:00:00.000000Z", "project_id": PROJECT_ID}
 
     def test_given_state_when_read_then_only_annotations_updated_after_it(self, http_mocker: HttpMocker) -> None:
         serve(http_mocker, PAGE_ONE, PAGE_TWO)
 
-        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-07T00:00:00.000000Z"})
+        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-07T00:00:00.000000Z", "project_id": PROJECT_ID})
 
         # id 3 was updated exactly at the cursor: it was delivered by the sync that wrote this state.
         assert [item["id"] for item in records(output)] == [2]
-        assert final_state(output) == {"updated_at": "2025-05-10T12:00:00.000000Z"}
+        assert final_state(output) == {"updated_at": "2025-05-10T12:00:00.000000Z", "project_id": PROJECT_ID}
 
     def test_given_nothing_newer_when_read_then_no_records_and_state_is_kept(self, http_mocker: HttpMocker) -> None:
         serve(http_mocker, PAGE_ONE, PAGE_TWO)
 
-        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-10T12:00:00.000000Z"})
+        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-10T12:00:00.000000Z", "project_id": PROJECT_ID})
 
         assert records(output) == []
-        assert final_state(output) == {"updated_at": "2025-05-10T12:00:00.000000Z"}
+        assert final_state(output) == {"updated_at": "2025-05-10T12:00:00.000000Z", "project_id": PROJECT_ID}
 
     def test_when_read_then_the_cursor_moves_only_after_the_whole_list(self, http_mocker: HttpMocker) -> None:
         # Page one holds the newest updated_at; checkpointing it before page two would skip id 3 after a crash.
         serve(http_mocker, PAGE_ONE, PAGE_TWO)
 
-        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-05T00:00:00.000000Z"})
+        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-05T00:00:00.000000Z", "project_id": PROJECT_ID})
 
         assert [item["id"] for item in records(output)] == [2, 3]
-        assert all(state == {"updated_at": "2025-05-10T12:00:00.000000Z"} for state in states(output))
+        assert all(state == {"updated_at": "2025-05-10T12:00:00.000000Z", "project_id": PROJECT_ID} for state in states(output))
         message_types = [message.type.value for message in output.records_and_state_messages]
         assert message_types == ["RECORD", "RECORD", "STATE"]
 
@@ -100,15 +100,15 @@ class TestAnnotationsIncremental:
         never_updated = record("annotations", id=9, updated_at=None, created_at="2025-05-20T00:00:00.000000Z")
         http_mocker.get(PostHogRequest.annotations().with_limit(LIMIT).build(), PostHogResponse.page("annotations").with_records([never_updated]).build())
 
-        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-10T00:00:00.000000Z"})
+        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-10T00:00:00.000000Z", "project_id": PROJECT_ID})
 
         assert [item["id"] for item in records(output)] == [9]
-        assert final_state(output) == {"updated_at": "2025-05-20T00:00:00.000000Z"}
+        assert final_state(output) == {"updated_at": "2025-05-20T00:00:00.000000Z", "project_id": PROJECT_ID}
 
     def test_given_state_with_offset_when_read_then_it_is_compared_in_utc(self, http_mocker: HttpMocker) -> None:
         serve(http_mocker, PAGE_ONE, PAGE_TWO)
 
         # 2025-05-07T02:00:00+02:00 == 2025-05-07T00:00:00Z
-        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-07T02:00:00+02:00"})
+        output = read_stream("annotations", SyncMode.incremental, state={"updated_at": "2025-05-07T02:00:00+02:00", "project_id": PROJECT_ID})
 
         assert [item["id"] for item in records(output)] == [2]

@@ -176,7 +176,7 @@ class TestEventsKeysetPagination:
 
         output = sync(None)
 
-        assert final_state(output) == {"timestamp": iso(UPPER), "uuid": None, "ingested_through": iso(UPPER)}
+        assert final_state(output) == {"timestamp": iso(UPPER), "uuid": None, "ingested_through": iso(UPPER), "project_id": PROJECT_ID}
 
     def test_given_state_when_read_then_only_newer_events(self, requests_mock: Any) -> None:
         cursor = utc("2025-05-25T00:00:00Z")
@@ -213,14 +213,14 @@ class TestEventsKeysetPagination:
             assert len(reemitted) <= PAGE, f"{len(reemitted)} events re-emitted when resuming from state #{index}"
             assert len(after) == len(set(after)), f"duplicates inside the sync resumed from state #{index}"
 
-    def test_given_far_future_state_when_read_then_no_events(self, requests_mock: Any) -> None:
+    def test_given_far_future_state_when_read_then_config_error_naming_stream_value_and_reset_before_any_query(self, requests_mock: Any) -> None:
         fake = FakeHogQL(spread(50, ANCHOR, UPPER)).register(requests_mock)
 
-        output = sync(fake, state={"timestamp": "2030-01-01T00:00:00Z"})
+        output = read_stream("events", SyncMode.incremental, config(), state={"timestamp": "2030-01-01T00:00:00Z"}, expecting_exception=True)
 
-        assert records(output) == []
-        assert not output.errors
-        assert fake.calls == 0
+        (error, *_) = config_errors(output)
+        assert "'events'" in error.message and "2030-01-01" in error.message and "future" in error.message and "reset" in error.message
+        assert records(output) == [] and fake.calls == 0
 
     @pytest.mark.parametrize(
         "state",

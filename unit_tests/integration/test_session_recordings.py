@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 from airbyte_cdk.models import FailureType, SyncMode
 from airbyte_cdk.test.mock_http import HttpMocker
 
-from unit_tests.builders import PostHogRequest, PostHogResponse, record
+from unit_tests.builders import PROJECT_ID, PostHogRequest, PostHogResponse, record
 from unit_tests.reader import as_emitted, config_errors, final_state, read_stream, records
 
 LIMIT = 200
@@ -88,7 +88,7 @@ class TestSessionRecordingsIncremental:
 
         assert records(output) == as_emitted(items)
         # `recent`: the ids seen inside the lookback before the cursor (6 h), to spot late arrivals next time
-        assert final_state(output) == {"start_time": "2025-05-30T08:30:00.250000Z", "ongoing": {}, "recent": [items[1]["id"]]}
+        assert final_state(output) == {"start_time": "2025-05-30T08:30:00.250000Z", "ongoing": {}, "recent": [items[1]["id"]], "project_id": PROJECT_ID}
         http_mocker.assert_number_of_calls(request, 1)
 
     def test_given_state_when_read_then_date_from_is_the_lookback_before_cursor_and_only_unseen_recordings(self, http_mocker: HttpMocker) -> None:
@@ -102,7 +102,7 @@ class TestSessionRecordingsIncremental:
         output = read_stream("session_recordings", SyncMode.incremental, state=state)
 
         assert ids(output) == [newer["id"]]
-        assert final_state(output) == {"start_time": "2025-05-21T00:00:00.000000Z", "ongoing": {}, "recent": [newer["id"]]}
+        assert final_state(output) == {"start_time": "2025-05-21T00:00:00.000000Z", "ongoing": {}, "recent": [newer["id"]], "project_id": PROJECT_ID}
 
     def test_given_recording_that_appeared_after_the_cursor_passed_its_start_when_read_then_it_is_emitted_once(self, http_mocker: HttpMocker) -> None:
         seen = recording(1, "2025-05-20T00:00:00Z")
@@ -129,6 +129,7 @@ class TestSessionRecordingsIncremental:
             "start_time": "2025-05-20T11:00:00.000000Z",
             "ongoing": {growing["id"]: "2025-05-20T10:00:00.000000Z"},
             "recent": [growing["id"], finished["id"]],
+            "project_id": PROJECT_ID,
         }
 
         grown = {**growing, "ongoing": False, "recording_duration": 900}
@@ -139,7 +140,7 @@ class TestSessionRecordingsIncremental:
         second = read_stream("session_recordings", SyncMode.incremental, state=first_state)
 
         assert records(second) == as_emitted([grown, newer])  # `finished` was complete and already delivered
-        assert final_state(second) == {"start_time": "2025-05-21T00:00:00.000000Z", "ongoing": {}, "recent": [newer["id"]]}
+        assert final_state(second) == {"start_time": "2025-05-21T00:00:00.000000Z", "ongoing": {}, "recent": [newer["id"]], "project_id": PROJECT_ID}
         http_mocker.assert_number_of_calls(second_sync, 1)
 
     def test_given_recording_still_ongoing_when_next_sync_then_it_stays_tracked(self, http_mocker: HttpMocker) -> None:
@@ -151,7 +152,7 @@ class TestSessionRecordingsIncremental:
         output = read_stream("session_recordings", SyncMode.incremental, state=state)
 
         assert ids(output) == [growing["id"]]
-        assert final_state(output) == state
+        assert final_state(output) == {**state, "project_id": PROJECT_ID}
 
     def test_given_ongoing_recording_older_than_two_days_before_cursor_when_read_then_it_is_no_longer_followed(self, http_mocker: HttpMocker) -> None:
         stale_id = "0190f6a2-aaaa-7bbb-8ccc-000000000777"
