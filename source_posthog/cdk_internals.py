@@ -14,6 +14,11 @@ command, goes through the CDK unchanged. What this leans on, each pinned by a co
    fields and orders keys `stream, data, emitted_at, namespace?`.
 4. `HashableStreamDescriptor` as the key of the record counter that `handle_record_counts`
    turns into `sourceStats.recordCount` on every STATE message.
+5. The CDK's retry loop (`airbyte_cdk.sources.streams.http.rate_limiting`) sleeps the backoff plus
+   one second, and logs "UserDefinedBackoffException: Rate limit exceeded (HTTP 500). Retrying
+   in 6 seconds." for every retry, a 5xx or a reset as much as a 429. Our backoff strategy logs
+   the real cause and the real wait (`RETRY_EXTRA_SECONDS` included); `install_log_filters`
+   drops the CDK's line, and strips stack traces from config errors (the message says the fix).
 """
 
 from __future__ import annotations
@@ -29,12 +34,37 @@ from typing import DefaultDict, Iterable, Iterator, List, Optional
 import orjson
 from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.logger import PRINT_BUFFER, is_platform_debug_log_enabled
-from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, Type
+from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, FailureType, Type
 from airbyte_cdk.sources import Source
 from airbyte_cdk.sources.connector_state_manager import HashableStreamDescriptor
 from airbyte_cdk.utils.constants import ENV_REQUEST_CACHE_PATH
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 FLUSH_BYTES = 1 << 20
+RETRY_MODULE = "airbyte_cdk.sources.streams.http.rate_limiting"
+RETRY_EXTRA_SECONDS = 1  # (5) rate_limiting.py: `sleep_time = retry_after + 1`
+CDK_RETRY_LINE = "UserDefinedBackoffException: Rate limit exceeded"
+
+
+class TruthfulLogs(logging.Filter):
+    """(5) No misleading CDK retry line; no stack trace beside a config error's message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "airbyte" and record.module == RETRY_MODULE.rsplit(".", 1)[1] and str(record.msg).startswith(CDK_RETRY_LINE):
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, AirbyteTracedException) and error.failure_type == FailureType.config_error:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def install_log_filters() -> None:
+    """On the "airbyte" logger (its own records) and on the root handlers the CDK logs through."""
+    logger = logging.getLogger("airbyte")
+    for target in (logger, *logger.handlers, *logging.getLogger().handlers):
+        if not any(isinstance(existing, TruthfulLogs) for existing in target.filters):
+            target.addFilter(TruthfulLogs())
 
 
 class LeanReadEntrypoint(AirbyteEntrypoint):

@@ -6,6 +6,7 @@ checks what a JSON schema cannot: the host's form, the date's meaning, ranges.
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -196,6 +197,11 @@ def _int_in_range(config: Mapping[str, Any], field: str, default: int, low: int,
     return value
 
 
+def plain_text(html_text: str) -> str:
+    """A spec description (HTML for the Airbyte UI form) as plain text for a message."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", html_text)).split())
+
+
 def validate_against_spec(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     """JSON-schema validation of the whole config, reported as the first field and its fix."""
     import jsonschema
@@ -215,7 +221,7 @@ def validate_against_spec(config: Mapping[str, Any], schema: Mapping[str, Any]) 
         problem = f"{shown} is invalid: {error.validator} {error.validator_value!r}." if error.validator != "type" else f"{shown} is not of type {error.validator_value}."
     spec = properties.get(field, {})
     example = spec.get("examples", [None])[0]
-    fix = spec.get("description", "").split(". ")[0].strip()
+    fix = plain_text(spec.get("description", "")).split(". ")[0].strip().rstrip(".")
     if example is not None and not spec.get("airbyte_secret"):
         fix = f"Expected: {fix}. Example: {example!r}." if fix else f"Example: {example!r}."
     elif fix:

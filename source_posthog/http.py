@@ -35,6 +35,7 @@ from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
+from source_posthog.cdk_internals import RETRY_EXTRA_SECONDS
 from source_posthog.posthog import errors
 from source_posthog.posthog.errors import Outcome
 
@@ -227,11 +228,31 @@ class PostHogBackoffStrategy(BackoffStrategy):
         if attempt > limit:
             raise self._exhausted(response_or_exception, limit)
         retry_after = errors.retry_after_seconds(response_or_exception.headers) if outcome is Outcome.RATE_LIMITED else None
-        return errors.retry_wait(outcome, attempt, retry_after)
+        wait = errors.retry_wait(outcome, attempt, retry_after)
+        logger.info(
+            f"Stream {self.stream_name}: {self._place(response_or_exception)} {self._cause(response_or_exception, retry_after)}; "
+            f"retry {attempt} of {limit} in {wait + RETRY_EXTRA_SECONDS:g} s."
+        )
+        return wait
+
+    def _place(self, response_or_exception: Any) -> str:
+        request = getattr(response_or_exception, "request", None)
+        return where(request) if request is not None else (self.endpoint or self.stream_name)
+
+    def _cause(self, response_or_exception: Any, retry_after: Optional[float]) -> str:
+        """What really happened, in words: the status and PostHog's detail, or the network error."""
+        body_error = self.bodies.error(response_or_exception)
+        if body_error:
+            return f"sent a body cut short ({body_error}: the connection dropped mid-transfer)"
+        if isinstance(response_or_exception, requests.Response):
+            status = response_or_exception.status_code
+            after = f", Retry-After {retry_after:g} s" if retry_after is not None else ", no Retry-After"
+            return f"answered HTTP {status} ({error_detail(response_or_exception)}{after if status == 429 else ''})"
+        reason = " ".join(str(response_or_exception).split())[:160]
+        return f"failed with {type(response_or_exception).__name__} ({filter_secrets(reason)})" if reason else f"failed with {type(response_or_exception).__name__}"
 
     def _exhausted(self, response_or_exception: Any, retries: int) -> RetriesExhausted:
-        request = getattr(response_or_exception, "request", None)
-        place = where(request) if request is not None else (self.endpoint or self.stream_name)
+        place = self._place(response_or_exception)
         body_error = self.bodies.error(response_or_exception)
         if body_error:
             what = f"a body cut short ({body_error}: the connection dropped mid-transfer)"

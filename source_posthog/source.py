@@ -21,6 +21,7 @@ from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
+from source_posthog.cdk_internals import install_log_filters
 from source_posthog.config import ConfigError, parse_config, validate_against_spec
 from source_posthog.http import ClientError, PostHogClient, RetriesExhausted, build_api_budget
 from source_posthog.state import StateError
@@ -30,7 +31,7 @@ from source_posthog.streams import STREAM_CLASSES
 class SourcePosthog(AbstractSource):
     def __init__(self) -> None:
         super().__init__()
-        install_config_error_log_filter()
+        install_log_filters()
 
     # -- config and state files: a bad file is a config error that says what to do ------------
     @staticmethod
@@ -90,7 +91,7 @@ class SourcePosthog(AbstractSource):
         catalog: ConfiguredAirbyteCatalog,
         state: Optional[List[AirbyteStateMessage]] = None,
     ) -> Iterator[AirbyteMessage]:
-        install_config_error_log_filter()  # the CDK configured its log handlers by now
+        install_log_filters()  # the CDK configured its log handlers by now
         state = self._own_state(config, catalog, state or [])  # before any stream starts
         yield from super().read(logger, config, catalog, state)
 
@@ -130,26 +131,3 @@ def _read_json(path: str, what: str) -> Any:
         raise ConfigError(what, f"the file {path} cannot be read ({error.strerror}).", _FILE_FIXES[what])
     except (ValueError, UnicodeDecodeError) as error:
         raise ConfigError(what, f"the file {path} is not valid JSON ({error}).", _FILE_FIXES[what])
-
-
-class _ConfigErrorsWithoutTraceback(logging.Filter):
-    """A config error is the user's to fix and its message says how: no stack trace in the logs.
-
-    The CDK logs stream failures with `logger.exception` and uncaught errors with their traceback;
-    for config errors (bad config, bad state, 401/403/404) that is noise next to the message.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, AirbyteTracedException) and error.failure_type == FailureType.config_error:
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def install_config_error_log_filter() -> None:
-    """On the "airbyte" logger (its own records) and on the root handlers the CDK logs through."""
-    logger = logging.getLogger("airbyte")
-    for target in (logger, *logger.handlers, *logging.getLogger().handlers):
-        if not any(isinstance(existing, _ConfigErrorsWithoutTraceback) for existing in target.filters):
-            target.addFilter(_ConfigErrorsWithoutTraceback())

@@ -164,3 +164,15 @@ def test_the_tests_cdk_seams_still_reach_what_they_check(config: Any) -> None:
     assert rates_of(policy)
     with Mocker() as mocker:
         validate_all_matchers_called(mocker)
+
+
+def test_the_cdk_retry_loop_still_sleeps_backoff_plus_one_and_logs_the_line_we_replace() -> None:  # (5)
+    import inspect
+
+    from airbyte_cdk.sources.streams.http import rate_limiting
+
+    assert rate_limiting.__name__ == cdk_internals.RETRY_MODULE
+    source = inspect.getsource(rate_limiting.user_defined_backoff_handler)
+    assert f"retry_after + {cdk_internals.RETRY_EXTRA_SECONDS}" in source
+    assert cdk_internals.CDK_RETRY_LINE in source
+    assert rate_limiting.logger.name == "airbyte"

@@ -166,3 +166,19 @@ class TestOtherFields:
         with pytest.raises(ConfigError) as raised:
             validate_against_spec({"api_key": API_KEY}, spec)
         assert "'project_id'" in raised.value.message and "required" in raised.value.message
+
+
+class TestMessagesReadAsPlainText:
+    """Messages come from spec descriptions written as HTML for the form: no entities, no tags,
+    no doubled punctuation."""
+
+    MESSY = __import__("re").compile(r"&[a-z]+;|&#\d+;|</?(code|b|i|a|br|p|em|strong|ul|li)\b[^>]*>|\.\.(?!\.)|[.!?]\s*\.|,\s*\.")
+
+    @pytest.mark.parametrize("field", ["project_id", "host", "anchor_date", "events_page_size", "events_lookback_window_days", "request_timeout_seconds", "api_key"])
+    def test_given_a_value_of_the_wrong_type_when_validated_then_the_message_is_plain_text(self, spec: Dict[str, Any], field: str) -> None:
+        config = ConfigBuilder().with_field(field, {"not": "valid"}).build()
+        with pytest.raises(ConfigError) as raised:
+            validate_against_spec(config, spec)
+        message = raised.value.message
+        assert f"'{field}'" in message
+        assert not self.MESSY.search(message), message

@@ -271,6 +271,46 @@ class TestSecrets:
         assert API_KEY not in captured.out and API_KEY not in captured.err
 
 
+class TestRetryLogsTellTheTruth:
+    """Each retry is logged with its real cause and its real wait; the CDK's own retry line (it
+    says "Rate limit exceeded (HTTP 500)" for a server error) is not."""
+
+    @staticmethod
+    def _retry_lines(output: Any) -> List[str]:
+        return [log.log.message for log in output.logs if "retry" in log.log.message.lower()]
+
+    def test_given_502_then_success_when_read_then_the_log_names_http_502_and_the_wait_slept(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        http_mocker.get(PERSONS.build(), [PostHogResponse.raw("<html><title>502 Bad Gateway</title></html>", 502).build(), ok()])
+
+        output = read_stream("persons")
+
+        assert self._retry_lines(output) == [f"Stream persons: GET {ENDPOINT} answered HTTP 502 (an HTML error page (502 Bad Gateway)); retry 1 of 3 in 6 s."]
+        assert sleeps == [6]
+
+    def test_given_429_with_retry_after_when_read_then_the_log_names_it_and_the_wait(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        http_mocker.get(PERSONS.build(), [PostHogResponse.error(429).with_retry_after(120).build(), ok()])
+
+        output = read_stream("persons")
+
+        (line,) = self._retry_lines(output)
+        assert line.startswith(f"Stream persons: GET {ENDPOINT} answered HTTP 429 (") and line.endswith(", Retry-After 120 s); retry 1 of 5 in 121 s.")
+        assert sleeps == [121]
+
+    def test_given_connection_reset_when_read_then_the_log_names_the_reset(self, requests_mock: Any, sleeps: List[float]) -> None:
+        requests_mock.get(PERSONS_URL, [{"exc": requests.exceptions.ConnectionError("Connection reset by peer")}, {"json": {"next": None, "results": []}}])
+
+        output = read_stream("persons")
+
+        assert self._retry_lines(output)[0] == f"Stream persons: GET {ENDPOINT} failed with ConnectionError (Connection reset by peer); retry 1 of 3 in 6 s."
+
+    def test_no_log_line_says_rate_limit_for_a_server_error(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        http_mocker.get(PERSONS.build(), [PostHogResponse.error(500).build(), ok()])
+
+        output = read_stream("persons")
+
+        assert not [log for log in output.logs if "Rate limit exceeded" in log.log.message]
+
+
 class TestBackoffStrategy:
     """The schedule itself, without the CDK loop around it."""
 
