@@ -53,7 +53,7 @@ def parse_config(config: Mapping[str, Any], now: Optional[pendulum.DateTime] = N
     return PostHogConfig(
         api_key=_api_key(config.get("api_key")),
         project_id=_project_id(config.get("project_id")),
-        base_url=parse_host(config.get("host")),
+        base_url=parse_host(config.get("host"), _boolean(config, ALLOW_HTTP_FIELD)),
         anchor_date=parse_anchor_date(config.get("anchor_date"), now),
         events_lookback_window_days=_int_in_range(
             config,
@@ -112,8 +112,14 @@ def _project_id(value: Any) -> int:
     return value
 
 
-def parse_host(value: Any) -> str:
-    """`us.posthog.com`, `https://eu.posthog.com/`, `posthog.example.com/api` → base URL."""
+def parse_host(value: Any, allow_private_http: bool = False) -> str:
+    """`us.posthog.com`, `https://eu.posthog.com/`, `posthog.example.com/api` → base URL.
+
+    Plain http is allowed for loopback addresses, and, once `allow_http_on_private_network` is
+    set, for a PostHog on a private network (a private IP, a docker-compose service name, a
+    `.internal`/`.local`/`.lan`/`.home.arpa` name). Never for a public address: the key would
+    cross the internet unencrypted.
+    """
     if value is None or (isinstance(value, str) and not value.strip()):
         value = settings.DEFAULT_HOST
     if not isinstance(value, str):
@@ -139,10 +145,17 @@ def parse_host(value: Any) -> str:
             f"{hostname} is PostHog's ingestion host, which does not serve the API this connector reads.",
             f"Use {right} instead.",
         )
-    if scheme == "http" and not _is_loopback(hostname):
+    if scheme == "http" and not _is_loopback(hostname) and not (allow_private_http and is_private_network_host(hostname)):
+        if is_private_network_host(hostname):
+            raise ConfigError(
+                "host",
+                f"plain http:// to {hostname} sends the API key unencrypted; it is allowed on a private network only when you say so.",
+                f"Set '{ALLOW_HTTP_FIELD}' to true if {hostname} is a PostHog on your private network, or use https://{hostname}{f':{port}' if port else ''}.",
+            )
         raise ConfigError(
             "host",
-            f"plain http:// is only allowed for local testing (loopback), not for {hostname}: the API key would travel unencrypted.",
+            f"plain http:// is not allowed for {hostname}, a public address: the API key would travel unencrypted "
+            f"('{ALLOW_HTTP_FIELD}' covers private networks only).",
             f"Use https://{hostname}{f':{port}' if port else ''}.",
         )
     path = parts.path.rstrip("/")
@@ -152,6 +165,20 @@ def parse_host(value: Any) -> str:
     if ":" in hostname:  # IPv6 literal
         netloc = f"[{hostname}]" if port is None else f"[{hostname}]:{port}"
     return f"{scheme}://{netloc}{path}"
+
+
+ALLOW_HTTP_FIELD = "allow_http_on_private_network"
+PRIVATE_SUFFIXES = (".internal", ".local", ".lan", ".home.arpa", ".localdomain")
+
+
+def is_private_network_host(hostname: str) -> bool:
+    """A private IP (10/8, 172.16/12, 192.168/16, fc00::/7, link-local), a single-label name (a
+    docker-compose service such as `posthog-web`), or a name under a private-use suffix."""
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        return "." not in hostname or hostname.endswith(PRIVATE_SUFFIXES)
+    return (address.is_private or address.is_link_local) and not address.is_unspecified
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -186,6 +213,13 @@ def parse_anchor_date(value: Any, now: pendulum.DateTime) -> pendulum.DateTime:
             f"Use a date before today ({now.to_date_string()}), or leave it empty for one year back.",
         )
     return parsed
+
+
+def _boolean(config: Mapping[str, Any], field: str) -> bool:
+    value = config.get(field, False)
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"must be true or false, got {value!r}.", "Leave it empty for false.")
+    return value
 
 
 def _int_in_range(config: Mapping[str, Any], field: str, default: int, low: int, high: int) -> int:

@@ -191,3 +191,21 @@ class TestCheckUsesTheSyncsHttpPolicy:
         assert "refused" not in message
         assert sleeps == [6, 11, 16]
         http_mocker.assert_number_of_calls(request, 4)
+
+
+def test_given_a_self_hosted_posthog_over_http_on_a_private_network_and_the_opt_in_when_check_then_succeeded(requests_mock: Any) -> None:
+    project = requests_mock.get("http://posthog-web:8000/api/projects/2/", json=load_template("project"))
+
+    output = run_check(ConfigBuilder().with_host("http://posthog-web:8000").with_field("allow_http_on_private_network", True).build())
+
+    assert connection_status(output).status == Status.SUCCEEDED
+    assert project.call_count == 1
+
+
+def test_given_the_same_host_without_the_opt_in_when_check_then_failed_naming_the_field_before_the_key_travels(requests_mock: Any) -> None:
+    project = requests_mock.get("http://posthog-web:8000/api/projects/2/", json=load_template("project"))
+
+    output = run_check(ConfigBuilder().with_host("http://posthog-web:8000").build())
+
+    assert_failed_naming(output, ["'allow_http_on_private_network'"])
+    assert project.call_count == 0

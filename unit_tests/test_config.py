@@ -93,6 +93,34 @@ class TestHost:
             parse_host(value)
         assert "https://" in raised.value.message and "'host'" in raised.value.message
 
+    @pytest.mark.parametrize(
+        "value, base_url",
+        [
+            ("http://posthog-web:8000", "http://posthog-web:8000"),
+            ("http://10.1.2.3:8000/api", "http://10.1.2.3:8000"),
+            ("http://172.20.0.4", "http://172.20.0.4"),
+            ("http://192.168.1.10:8000", "http://192.168.1.10:8000"),
+            ("http://posthog.internal", "http://posthog.internal"),
+            ("http://posthog.local:8000", "http://posthog.local:8000"),
+        ],
+    )
+    def test_given_plain_http_on_a_private_network_and_the_opt_in_when_parsed_then_allowed(self, value: str, base_url: str) -> None:
+        config = ConfigBuilder().with_host(value).with_field("allow_http_on_private_network", True).build()
+        assert parse_config(config).base_url == base_url
+
+    @pytest.mark.parametrize("value", ["http://posthog-web:8000", "http://10.1.2.3:8000", "http://posthog.internal"])
+    def test_given_plain_http_on_a_private_network_without_the_opt_in_when_parsed_then_the_error_names_the_field(self, value: str) -> None:
+        with pytest.raises(ConfigError) as raised:
+            parse_config(ConfigBuilder().with_host(value).build())
+        assert "'allow_http_on_private_network'" in raised.value.message and "'host'" in raised.value.message
+
+    @pytest.mark.parametrize("value", ["http://posthog.example.com", "http://8.8.8.8", "http://us.posthog.com", "http://[2001:4860::1]"])
+    def test_given_plain_http_to_a_public_address_even_with_the_opt_in_when_parsed_then_refused(self, value: str) -> None:
+        config = ConfigBuilder().with_host(value).with_field("allow_http_on_private_network", True).build()
+        with pytest.raises(ConfigError) as raised:
+            parse_config(config)
+        assert "public address" in raised.value.message
+
     @pytest.mark.parametrize("value", ["ftp://posthog.example.com", "https://", "https://posthog.example.com/?a=1", "https://host:99999"])
     def test_given_malformed_host_when_parsed_then_error_names_the_field(self, value: str) -> None:
         with pytest.raises(ConfigError) as raised:
