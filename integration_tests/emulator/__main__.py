@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import Sequence
 
+from . import conditions as cond
 from . import timeutil as tu
 from .config import EmulatorConfig
 from .faults import FaultConfig
@@ -19,6 +20,10 @@ from .server import EmulatorServer
 
 def _int_or_none(text: str) -> int | None:
     return None if text.lower() in ("none", "null", "off", "") else int(text)
+
+
+def _float_or_none(text: str) -> float | None:
+    return None if text.lower() in ("none", "null", "off", "") else float(text)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -37,9 +42,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--faults", default="", help='e.g. "500=0.05,502=0.02,429=0.03,reset=0.01,truncate=0.01,slow=0.01"')
     p.add_argument("--fault-seed", type=int, default=0)
     p.add_argument("--slow-seconds", type=float, default=5.0)
-    p.add_argument("--query-queue-timeout", type=float, default=1.0)
+    p.add_argument("--query-queue-timeout", type=float, default=None, help="default 1 (30 with --realistic)")
     p.add_argument("--query-latency", type=float, default=0.0)
     p.add_argument("--data-dir", default=None)
+    g = p.add_argument_group("operating conditions (README 'Operating conditions'; all off by default)")
+    g.add_argument("--realistic", action="store_true", help="switch every condition below on (PostHog's values)")
+    g.add_argument("--visibility-delay", type=float, default=None, help="events queryable at created_at + this (s)")
+    g.add_argument("--query-cost-model", action="store_true", default=None,
+                   help="sleep each query's modeled execution time; enforce the execution limit")
+    g.add_argument("--query-time-scale", type=float, default=1.0, help="multiply every modeled sleep by this")
+    g.add_argument("--query-overhead", type=float, default=cond.DEFAULT_OVERHEAD_SECONDS)
+    g.add_argument("--query-seconds-per-row", type=float, default=cond.DEFAULT_SECONDS_PER_ROW)
+    g.add_argument("--query-seconds-per-byte", type=float, default=cond.DEFAULT_SECONDS_PER_BYTE)
+    g.add_argument("--query-max-execution-seconds", type=_float_or_none, default=cond.DEFAULT_MAX_EXECUTION_SECONDS)
+    g.add_argument("--query-concurrency-limit", action="store_true", default=None,
+                   help="queue queries beyond --query-concurrency per project even without --rate-limits")
+    g.add_argument("--query-concurrency", type=int, default=cond.DEFAULT_CONCURRENCY)
+    g.add_argument("--query-budget-bytes-per-hour", type=float, default=None, help="read budget refill; 0 = off")
+    g.add_argument("--query-budget-capacity-bytes", type=float, default=None, help="default: 24 h of refill")
     return p.parse_args(argv)
 
 
@@ -49,7 +69,13 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         events_span_days=a.span_days, legacy_events_page_cap=a.legacy_page_cap,
         legacy_events_max_offset=a.legacy_max_offset, rate_limits=a.rate_limits, rate_scale=a.rate_scale,
         faults=FaultConfig.parse(a.faults, a.fault_seed, a.slow_seconds), data_dir=a.data_dir,
-        query_queue_timeout=a.query_queue_timeout, query_latency=a.query_latency)
+        query_queue_timeout=a.query_queue_timeout, query_latency=a.query_latency, realistic=a.realistic,
+        visibility_delay_seconds=a.visibility_delay, query_cost_model=a.query_cost_model,
+        query_time_scale=a.query_time_scale, query_overhead_seconds=a.query_overhead,
+        query_seconds_per_row=a.query_seconds_per_row, query_seconds_per_byte=a.query_seconds_per_byte,
+        query_max_execution_seconds=a.query_max_execution_seconds, query_concurrency_limit=a.query_concurrency_limit,
+        query_concurrency=a.query_concurrency, query_budget_bytes_per_hour=a.query_budget_bytes_per_hour,
+        query_budget_capacity_bytes=a.query_budget_capacity_bytes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,15 +52,43 @@ class ControlClient:
     def health(self) -> dict:
         return self._control("GET", "health")
 
-    def ground_truth(self, stream: str | None = None) -> Any:
-        """Primary keys of everything the all_access key can read for PROJECT_ID (or one stream)."""
-        return self._control("GET", "ground_truth", query=f"?stream={stream}" if stream else "")
+    def ground_truth(self, stream: str | None = None, visible_only: bool = False) -> Any:
+        """Primary keys of everything the all_access key can read for PROJECT_ID (or one stream).
+        Events: every row (default), or with ``visible_only`` only those queryable now."""
+        args = [f"stream={stream}"] if stream else []
+        if visible_only:
+            args.append("visible=now")
+        return self._control("GET", "ground_truth", query="?" + "&".join(args) if args else "")
 
     def mutate(self, **kwargs: Any) -> dict:
+        """See ``Store.mutate``; ``visibility_delay_seconds=d`` stages events queryable only at created_at + d."""
         return self._control("POST", "mutate", kwargs)
 
-    def add_events(self, rows: list[dict]) -> list[str]:
-        return self._control("POST", "events", {"events": rows})["uuids"]
+    def add_events(self, rows: list[dict], visibility_delay_seconds: float | None = None) -> list[str]:
+        body: dict = {"events": rows}
+        if visibility_delay_seconds is not None:
+            body["visibility_delay_seconds"] = visibility_delay_seconds
+        return self._control("POST", "events", body)["uuids"]
+
+    def set_visibility_delay(self, seconds: float) -> None:
+        """The run-wide delay: rows without a batch delay are queryable at created_at + seconds."""
+        self._control("POST", "visibility", {"delay_seconds": seconds})
+
+    def conditions(self) -> dict:
+        return self._control("GET", "conditions")
+
+    def set_conditions(self, reset_budget: bool = False, **changes: Any) -> dict:
+        """Change query conditions at run time: cost_model, time_scale, overhead_seconds, seconds_per_row,
+        seconds_per_byte, max_execution_seconds, concurrency_limit, concurrency, queue_timeout,
+        budget_bytes_per_hour, budget_capacity_bytes (see conditions.QueryConditions)."""
+        return self._control("POST", "conditions", {**changes, "reset_budget": reset_budget})
+
+    def query_stats(self) -> dict:
+        """{"peak_concurrency", "peak_in_flight", "queries", "succeeded", "throttled_concurrency", ...}"""
+        return self._control("GET", "query_stats")
+
+    def reset_query_stats(self) -> None:
+        self._control("DELETE", "query_stats")
 
     def requests(self) -> list[dict]:
         return self._control("GET", "requests")

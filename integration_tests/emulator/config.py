@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from . import conditions as cond
 from . import timeutil as tu
 from .faults import FaultConfig
 
@@ -23,8 +24,23 @@ class EmulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     data_dir: str | Path | None = None  # SQLite cache; default <repo>/.emulator-cache/
     # Extras (not in PostHog's docs, knobs for tests and benchmarks):
-    query_queue_timeout: float = 1.0  # how long a 4th concurrent query waits for a slot before its 429
+    query_queue_timeout: float | None = None  # how long a 4th concurrent query waits for a slot before its 429
+    #                                           (None: 1 s, or 30 s with realistic=True)
     query_latency: float = 0.0  # artificial seconds per /query/ request, spent holding a concurrency slot
+    # Operating conditions (README "Operating conditions", posthog-api.md § 11). All off by default;
+    # realistic=True switches every one on (a field left at None takes the preset's value).
+    realistic: bool = False
+    visibility_delay_seconds: float | None = None  # rows queryable at created_at + this (None: 0, realistic 30)
+    query_cost_model: bool | None = None  # sleep the modeled execution time; enforce the execution limit
+    query_time_scale: float = 1.0  # multiplies every modeled sleep (e.g. 0.01 in tests)
+    query_overhead_seconds: float = cond.DEFAULT_OVERHEAD_SECONDS
+    query_seconds_per_row: float = cond.DEFAULT_SECONDS_PER_ROW  # per full-width row scanned
+    query_seconds_per_byte: float = cond.DEFAULT_SECONDS_PER_BYTE  # per byte returned
+    query_max_execution_seconds: float | None = cond.DEFAULT_MAX_EXECUTION_SECONDS  # of modeled time
+    query_concurrency_limit: bool | None = None  # the 3-slot queue even without rate_limits
+    query_concurrency: int = cond.DEFAULT_CONCURRENCY
+    query_budget_bytes_per_hour: float | None = None  # read budget refill; 0/None = off (realistic 20 GB/h)
+    query_budget_capacity_bytes: float | None = None  # None = 24 h of refill
 
     def __post_init__(self) -> None:
         if self.events < 0:
@@ -33,6 +49,29 @@ class EmulatorConfig:
             raise ValueError("rate_scale must be > 0")
         if self.faults is None:
             self.faults = FaultConfig()
+        real = bool(self.realistic)
+        if self.query_queue_timeout is None:
+            self.query_queue_timeout = cond.REALISTIC_QUEUE_TIMEOUT if real else 1.0
+        if self.visibility_delay_seconds is None:
+            self.visibility_delay_seconds = cond.REALISTIC_VISIBILITY_DELAY if real else 0.0
+        if self.query_cost_model is None:
+            self.query_cost_model = real
+        if self.query_concurrency_limit is None:
+            self.query_concurrency_limit = real
+        if self.query_budget_bytes_per_hour is None:
+            self.query_budget_bytes_per_hour = cond.REALISTIC_BUDGET_BYTES_PER_HOUR if real else 0.0
+        if self.visibility_delay_seconds < 0:
+            raise ValueError("visibility_delay_seconds must be >= 0")
+        self.query_conditions().validate()
+
+    def query_conditions(self) -> cond.QueryConditions:
+        return cond.QueryConditions(
+            cost_model=bool(self.query_cost_model), time_scale=float(self.query_time_scale),
+            overhead_seconds=float(self.query_overhead_seconds), seconds_per_row=float(self.query_seconds_per_row),
+            seconds_per_byte=float(self.query_seconds_per_byte), max_execution_seconds=self.query_max_execution_seconds,
+            concurrency_limit=bool(self.query_concurrency_limit), concurrency=int(self.query_concurrency),
+            queue_timeout=float(self.query_queue_timeout), budget_bytes_per_hour=float(self.query_budget_bytes_per_hour),
+            budget_capacity_bytes=self.query_budget_capacity_bytes)
 
     def resolved_base_time(self) -> datetime:
         """The dataset's "now": the given base_time (naive = UTC) or the current minute."""
@@ -61,4 +100,26 @@ class EmulatorConfig:
             args += ["--faults", self.faults.to_spec()]
         if self.data_dir is not None:
             args += ["--data-dir", str(self.data_dir)]
+        # operating conditions: resolved values (so --realistic is not needed), only when not the defaults
+        if self.visibility_delay_seconds:
+            args += ["--visibility-delay", repr(float(self.visibility_delay_seconds))]
+        if self.query_cost_model:
+            args.append("--query-cost-model")
+        if self.query_concurrency_limit:
+            args.append("--query-concurrency-limit")
+        if self.query_budget_bytes_per_hour:
+            args += ["--query-budget-bytes-per-hour", repr(float(self.query_budget_bytes_per_hour))]
+        if self.query_budget_capacity_bytes is not None:
+            args += ["--query-budget-capacity-bytes", repr(float(self.query_budget_capacity_bytes))]
+        for flag, value, default in (
+                ("--query-time-scale", self.query_time_scale, 1.0),
+                ("--query-overhead", self.query_overhead_seconds, cond.DEFAULT_OVERHEAD_SECONDS),
+                ("--query-seconds-per-row", self.query_seconds_per_row, cond.DEFAULT_SECONDS_PER_ROW),
+                ("--query-seconds-per-byte", self.query_seconds_per_byte, cond.DEFAULT_SECONDS_PER_BYTE),
+                ("--query-concurrency", self.query_concurrency, cond.DEFAULT_CONCURRENCY)):
+            if value != default:
+                args += [flag, repr(value)]
+        if self.query_max_execution_seconds != cond.DEFAULT_MAX_EXECUTION_SECONDS:
+            args += ["--query-max-execution-seconds", "none" if self.query_max_execution_seconds is None
+                     else repr(float(self.query_max_execution_seconds))]
         return args

@@ -25,7 +25,7 @@ import urllib.parse
 import uuid as uuid_mod
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -69,6 +69,9 @@ CREATE INDEX events_timestamp_uuid ON events(team_id, timestamp, uuid);
 CREATE INDEX events_created_at ON events(team_id, created_at);
 CREATE INDEX persons_created_at ON persons(team_id, created_at, id);
 """
+EVENT_COLUMNS = "team_id, uuid, event, timestamp, distinct_id, properties, elements_chain, person_id, created_at"
+_INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_INSERT_EVENTS_VISIBLE = f"INSERT INTO events ({EVENT_COLUMNS}, visible_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 # --------------------------------------------------------------------------------------------
 # Parameters and cache location
@@ -433,6 +436,11 @@ class Store:
         self._writer: sqlite3.Connection | None = None
         self._work_path: Path | None = None
         self._mutations = 0
+        # Visibility (posthog-api.md § 11.1): a row is queryable from created_at + delay. ``visibility_delay``
+        # is the run-wide delay; a batch can carry its own (stored as ``visible_at``, a column that only the
+        # private working copy ever gets, so the cached dataset is untouched).
+        self.visibility_delay = 0.0
+        self._has_visible_col = False
         with self.read() as conn:
             self._next_person_pk = int(conn.execute("SELECT value FROM meta WHERE key='next_person_pk'").fetchone()[0])
             sample = {
@@ -545,6 +553,55 @@ class Store:
                 ]
         return self._persons_cache
 
+    def visibility_clause(self, now: datetime | None = None) -> tuple[str, list]:
+        """`` AND <predicate>`` keeping only the events visible at ``now`` (real time), with its
+        parameters; ``("", [])`` when every row is visible (no delay anywhere: the default).
+
+        Row visible ⇔ visible_at ≤ now, where visible_at = the batch's stored value, else
+        created_at + the run-wide delay. ``+created_at`` keeps SQLite on the timestamp index."""
+        delay = float(self.visibility_delay or 0)
+        if delay <= 0 and not self._has_visible_col:
+            return "", []
+        now = now or tu.utcnow()
+        if not self._has_visible_col:
+            return " AND +created_at <= ?", [tu.to_db(now - timedelta(seconds=delay))]
+        if delay <= 0:
+            return " AND (visible_at IS NULL OR visible_at <= ?)", [tu.to_db(now)]
+        return (" AND (CASE WHEN visible_at IS NULL THEN +created_at <= ? ELSE visible_at <= ? END)",
+                [tu.to_db(now - timedelta(seconds=delay)), tu.to_db(now)])
+
+    def _ensure_visible_col(self, w: sqlite3.Connection) -> None:
+        if not self._has_visible_col:
+            w.execute("ALTER TABLE events ADD COLUMN visible_at TEXT")
+            w.commit()
+            self._has_visible_col = True
+
+    def _insert_events(self, w: sqlite3.Connection, rows: list[tuple], delay: float | None) -> None:
+        """Insert 9-column event tuples; with a batch ``delay`` each row becomes visible at created_at + delay."""
+        if delay is None:
+            w.executemany(_INSERT_EVENTS, rows)
+        else:
+            self._ensure_visible_col(w)
+            step = timedelta(seconds=float(delay))
+            w.executemany(_INSERT_EVENTS_VISIBLE, [(*r, tu.to_db(tu.from_db(r[8]) + step)) for r in rows])
+        w.commit()
+
+    def count_events_in_range(self, team_id: int, lo: str | None, hi: str | None) -> int:
+        """Rows of ``team_id`` with lo ≤ timestamp ≤ hi (storage text; None = unbounded), via the index."""
+        sql, args = "SELECT count(*) FROM events WHERE team_id = ?", [team_id]
+        if lo is not None:
+            sql += " AND timestamp >= ?"
+            args.append(lo)
+        if hi is not None:
+            sql += " AND timestamp <= ?"
+            args.append(hi)
+        with self.read() as conn:
+            return conn.execute(sql, args).fetchone()[0]
+
+    def count_persons(self, team_id: int) -> int:
+        with self.read() as conn:
+            return conn.execute("SELECT count(*) FROM persons WHERE team_id = ?", (team_id,)).fetchone()[0]
+
     def event_count(self, team_id: int = PROJECT_ID) -> int:
         with self.read() as conn:
             return conn.execute("SELECT count(*) FROM events WHERE team_id=?", (team_id,)).fetchone()[0]
@@ -554,16 +611,18 @@ class Store:
     STREAMS = ("events", "persons", "projects", "cohorts", "feature_flags", "insights", "annotations", "actions",
                "session_recordings", "event_definitions", "property_definitions")
 
-    def ground_truth(self, stream: str | None = None, project_id: int = PROJECT_ID) -> Any:
-        """Primary keys of everything the all_access key can read in ``project_id``."""
+    def ground_truth(self, stream: str | None = None, project_id: int = PROJECT_ID, visible_only: bool = False) -> Any:
+        """Primary keys of everything the all_access key can read in ``project_id``. Events: every row
+        (the default), or with ``visible_only`` only those a query can see now (§ 11.1)."""
         if stream is None:
-            return {s: self.ground_truth(s, project_id) for s in self.STREAMS}
+            return {s: self.ground_truth(s, project_id, visible_only) for s in self.STREAMS}
         if stream not in self.STREAMS:
             raise KeyError(stream)
         if stream == "events":
+            vis, vis_args = self.visibility_clause() if visible_only else ("", [])
             with self.read() as conn:
                 return [r[0] for r in conn.execute(
-                    "SELECT uuid FROM events WHERE team_id=? ORDER BY timestamp, uuid", (project_id,))]
+                    f"SELECT uuid FROM events WHERE team_id=?{vis} ORDER BY timestamp, uuid", [project_id, *vis_args])]
         if stream == "persons":
             with self.read() as conn:
                 return [r[0] for r in conn.execute(
@@ -572,8 +631,10 @@ class Store:
 
     # -- mutations ------------------------------------------------------------------------
 
-    def add_events(self, rows: list[dict], team_id: int = PROJECT_ID) -> list[str]:
-        """Insert explicit event rows (tests use this to build ties and edge cases)."""
+    def add_events(self, rows: list[dict], team_id: int = PROJECT_ID,
+                   visibility_delay_seconds: float | None = None) -> list[str]:
+        """Insert explicit event rows (tests use this to build ties and edge cases). With
+        ``visibility_delay_seconds`` the rows become queryable only at created_at + that delay."""
         now = tu.utcnow()
         persons = self._persons_for_events()
         tuples = []
@@ -589,21 +650,22 @@ class Store:
             tuples.append((team_id, uid, str(r.get("event", "$pageview")), tu.to_db(ts), str(distinct_id), props_text,
                            str(r.get("elements_chain", "")), str(person_id), tu.to_db(created)))
         with self.write_lock:
-            w = self._writable()
-            w.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", tuples)
-            w.commit()
+            self._insert_events(self._writable(), tuples, visibility_delay_seconds)
         return [t[1] for t in tuples]
 
     def mutate(self, new_events: int = 0, late_events: int = 0, late_events_max_age_days: float = 3,
                new_annotations: int = 0, updated_annotations: int = 0, new_session_recordings: int = 0,
-               grow_ongoing_recordings: bool = False, new_persons: int = 0) -> dict:
+               grow_ongoing_recordings: bool = False, new_persons: int = 0,
+               visibility_delay_seconds: float | None = None) -> dict:
         """Change the world between two syncs, in real time ("now").
 
         - new events: timestamps after the current max timestamp and ≤ now − 5 min, created_at = now;
         - late events: timestamp in [now − late_events_max_age_days, max timestamp − 1 h], created_at = now;
         - annotations: new ones, and updated ones (content changed, updated_at = now);
         - session recordings: new ones, and ongoing ones that grow (later end_time, start_time unchanged);
-        - persons: new ones with created_at = now.
+        - persons: new ones with created_at = now;
+        - ``visibility_delay_seconds``: the new and late events become queryable only at created_at + this
+          (default: the run-wide delay, see :meth:`visibility_clause`).
         """
         with self.write_lock:
             self._mutations += 1
@@ -615,7 +677,8 @@ class Store:
             if new_persons:
                 result["persons"]["new"] = self._add_persons(rng, new_persons, now_us)
             if new_events or late_events:
-                self._add_generated_events(rng, new_events, late_events, late_events_max_age_days, now_us, result)
+                self._add_generated_events(rng, new_events, late_events, late_events_max_age_days, now_us, result,
+                                           visibility_delay_seconds)
             if new_annotations or updated_annotations:
                 result["annotations"] = self.resources.mutate_annotations(rng, now, new_annotations, updated_annotations)
             if new_session_recordings or grow_ongoing_recordings:
@@ -635,7 +698,7 @@ class Store:
         self._persons_cache = None
         return [r[1] for r in rows]
 
-    def _add_generated_events(self, rng, new_events, late_events, max_age_days, now_us, result) -> None:
+    def _add_generated_events(self, rng, new_events, late_events, max_age_days, now_us, result, delay=None) -> None:
         with self.read() as conn:
             max_ts = conn.execute("SELECT max(timestamp) FROM events WHERE team_id=?", (PROJECT_ID,)).fetchone()[0]
         max_us = tu.dt_to_us(tu.from_db(max_ts)) if max_ts else now_us - 86_400_000_000
@@ -652,8 +715,6 @@ class Store:
         if late_lo > late_hi:
             late_lo = late_hi - int(max_age_days * 86_400_000_000)
         late_rows = [factory.row(rng, PROJECT_ID, rng.randint(late_lo, late_hi), now_us) for _ in range(late_events)]
-        w = self._writable()
-        w.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows + late_rows)
-        w.commit()
+        self._insert_events(self._writable(), rows + late_rows, delay)
         result["events"]["new"] = [r[1] for r in rows]
         result["events"]["late"] = [r[1] for r in late_rows]

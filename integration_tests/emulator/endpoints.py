@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from . import conditions as cond
 from . import hogql
 from . import timeutil as tu
 from .data import Store
@@ -69,6 +70,7 @@ class Ctx:
     legacy_max_offset: int | None = 50_000
     query_latency: float = 0.0
     log: dict = field(default_factory=dict)  # extra request-log fields (e.g. the HogQL text)
+    governor: Any = None  # conditions.QueryGovernor: cost model, concurrency queue, read budget
 
     def url(self) -> str:
         """``request.build_absolute_uri()``."""
@@ -81,6 +83,7 @@ class Result:
     rows: int | None = None
     status: int = 200
     raw: bytes | None = None  # pre-serialized body (big HogQL pages)
+    headers: dict | None = None  # extra response headers
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,6 +493,9 @@ def events_list(ctx: Ctx) -> Result:
         if ctx.params.get(name):
             where += f" AND {name} = ?"
             args.append(ctx.params[name])
+    vis, vis_args = ctx.store.visibility_clause()
+    where += vis
+    args += vis_args
     direction = "DESC" if desc else "ASC"
     sql = (f"SELECT uuid, distinct_id, properties, event, timestamp, elements_chain, person_id FROM events "
            f"WHERE team_id = ?{where} ORDER BY timestamp {direction}, uuid {direction} LIMIT ? OFFSET ?")
@@ -531,9 +537,11 @@ def _persons_for_events(conn, ctx: Ctx, rows) -> dict:
 def event_detail(ctx: Ctx, item_id: str) -> Result:
     if not _UUID_RE.match(item_id):
         raise ApiError(400, "validation_error", "invalid", "Invalid UUID")
+    vis, vis_args = ctx.store.visibility_clause()
     with ctx.store.read() as conn:
         r = conn.execute("SELECT uuid, distinct_id, properties, event, timestamp, elements_chain, person_id FROM events "
-                         "WHERE team_id = ? AND uuid = ?", (ctx.project_id, str(uuid_mod.UUID(item_id)))).fetchone()
+                         f"WHERE team_id = ? AND uuid = ?{vis}",
+                         [ctx.project_id, str(uuid_mod.UUID(item_id)), *vis_args]).fetchone()
     if r is None:
         raise not_found(f"No events exist for event UUID {item_id}")
     return Result({"id": r[0], "distinct_id": r[1], "properties": orjson.Fragment(r[2]), "event": r[3],
@@ -577,25 +585,54 @@ def query(ctx: Ctx) -> Result:
     if q.get("offset"):
         raise validation_error(hogql.OFFSET_REFUSED, "offset")
     try:
-        compiled = hogql.compile_query(text, ctx.project_id, values)
+        compiled = hogql.compile_query(text, ctx.project_id, values, ctx.store.visibility_clause())
     except hogql.HogQLError as e:
         raise validation_error(e.detail, None, code=e.code) from None
-    limiter = ctx.limiter
-    t0 = time.perf_counter()
-    slot = limiter.query_slot(ctx.project_id) if limiter else _null_context()
-    with slot:
+    gov: cond.QueryGovernor | None = ctx.governor
+    if gov is None:  # a bare Ctx (no server): the legacy behaviour
+        gov = cond.QueryGovernor(cond.QueryConditions(), lambda: bool(ctx.limiter and ctx.limiter.enabled))
+    try:  # the runner reads the balance before admitting the query (posthog/api_queries_budget.py)
+        gov.check_budget(ctx.project_id)
+    except cond.BudgetExceeded as b:
+        raise ApiError(429, "throttled_error", cond.BUDGET_CODE, str(b),
+                       headers={"Retry-After": str(b.wait),
+                                "X-PostHog-Query-Budget-Remaining-Bytes": str(max(0, int(b.remaining)))}) from None
+    headers: dict[str, str] = {}
+    with gov.slot(ctx.project_id, ctx.log):
+        t0 = time.monotonic()
         if ctx.query_latency:
             time.sleep(ctx.query_latency)
         with ctx.store.read() as conn:
             rows = conn.execute(compiled.sql, compiled.params).fetchall()
-    elapsed = time.perf_counter() - t0
-    has_more = False
-    if not compiled.explicit_limit:
-        has_more = len(rows) > compiled.limit
-        rows = rows[:compiled.limit]
-    if compiled.bool_columns:
-        rows = [tuple(bool(v) if i in compiled.bool_columns and v is not None else v for i, v in enumerate(r))
-                for r in rows]
+        has_more = False
+        if not compiled.explicit_limit:
+            has_more = len(rows) > compiled.limit
+            rows = rows[:compiled.limit]
+        if compiled.bool_columns:
+            rows = [tuple(bool(v) if i in compiled.bool_columns and v is not None else v for i, v in enumerate(r))
+                    for r in rows]
+        cost = None
+        if gov.needs_scan_count():
+            if compiled.table == "events":
+                scanned = ctx.store.count_events_in_range(ctx.project_id, *compiled.ts_bounds)
+            else:
+                scanned = ctx.store.count_persons(ctx.project_id)
+            cost = gov.cost(compiled.table, compiled.read_columns, scanned, len(orjson.dumps(rows)))
+            ctx.log.update(rows_scanned=cost.rows_scanned, bytes_read=cost.bytes_read,
+                           bytes_returned=cost.bytes_returned, modeled_seconds=round(cost.modeled_seconds, 6))
+            try:
+                gov.spend(cost, t0)
+            except cond.QueryTimeout as e:  # ClickHouse 159 TIMEOUT_EXCEEDED → ClickHouseQueryTimeOut (504)
+                ctx.log["timed_out"] = True
+                raise ApiError(504, "server_error", "error", str(e)) from None
+            gov.record(rows_scanned=cost.rows_scanned, bytes_read=cost.bytes_read, bytes_returned=cost.bytes_returned)
+        elapsed = time.monotonic() - t0
+    gov.record(succeeded=1)
+    if cost is not None and gov.budget_enabled():
+        remaining = gov.debit(ctx.project_id, cost.bytes_read)
+        headers["X-PostHog-Query-Bytes-Read"] = str(cost.bytes_read)
+        if remaining is not None:
+            headers["X-PostHog-Query-Budget-Remaining-Bytes"] = str(max(0, int(remaining)))
     now = tu.utcnow()
     cache_key = "cache_" + hashlib.sha256(f"{ctx.project_id}|{text}|{values}".encode()).hexdigest()[:32]
     response = {
@@ -609,7 +646,7 @@ def query(ctx: Ctx) -> Result:
                     {"k": ".", "t": round(elapsed + 0.001, 6)}],
         "types": compiled.types,
     }
-    return Result(None, len(rows), raw=orjson.dumps(response))
+    return Result(None, len(rows), raw=orjson.dumps(response), headers=headers or None)
 
 
 class _null_context:

@@ -2,9 +2,12 @@
 
 Grammar (keywords case-insensitive, column names case-sensitive as in ClickHouse)::
 
-    SELECT item [, item ...] FROM events|persons [WHERE expr]
-        [ORDER BY column [ASC|DESC] [, ...]] [LIMIT n] [OFFSET n]
-    item    := * | column | table.column | count() | count(*) | now()
+    SELECT item [AS alias] [, ...] FROM events|persons [WHERE expr] [GROUP BY bucket [, ...]]
+        [ORDER BY key [ASC|DESC] [, ...]] [LIMIT n] [OFFSET n]
+    item    := * | column | table.column | count() | count(*) | now() | bucket
+    bucket  := toStartOfMinute(col) | toStartOfHour(col) | toStartOfDay(col)
+             | toStartOfInterval(col, INTERVAL n SECOND|MINUTE|HOUR|DAY)   -- col: a DateTime column
+    key     := column | alias | bucket | count()      -- GROUP BY: buckets (or their aliases) only
     expr    := expr OR expr | expr AND expr | NOT expr | ( expr ) | comparison
     comparison := operand (= | == | != | <> | < | <= | > | >=) operand | operand [NOT] IN (literal, ...)
     operand := column | literal | (operand, operand, ...)            -- tuples compare row-wise
@@ -46,10 +49,13 @@ OFFSET_REFUSED = ("OFFSET is not supported for queries made with a personal API 
 KEYWORDS = {"select", "from", "where", "order", "by", "asc", "desc", "limit", "offset", "and", "or", "not", "in",
             "true", "false", "null", "group", "having", "join", "union", "distinct", "as", "settings", "with",
             "nulls", "first", "last", "prewhere", "sample", "array", "left", "inner", "cross", "full"}
-_UNSUPPORTED_CLAUSES = {"group": "GROUP BY", "having": "HAVING", "join": "JOIN", "union": "UNION",
+_UNSUPPORTED_CLAUSES = {"having": "HAVING", "join": "JOIN", "union": "UNION",
                         "distinct": "DISTINCT", "as": "aliases (AS)", "settings": "SETTINGS", "with": "WITH",
                         "nulls": "NULLS FIRST/LAST", "prewhere": "PREWHERE", "sample": "SAMPLE",
                         "array": "ARRAY JOIN", "left": "JOIN", "inner": "JOIN", "cross": "JOIN", "full": "JOIN"}
+_BUCKETS = {"tostartofminute": ("toStartOfMinute", 60), "tostartofhour": ("toStartOfHour", 3600),
+            "tostartofday": ("toStartOfDay", 86_400), "tostartofinterval": ("toStartOfInterval", 0)}
+_INTERVAL_UNITS = {"second": (1, 60), "minute": (60, 60), "hour": (3600, 24), "day": (86_400, 1)}
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "b": "\b", "f": "\f", "a": "\a", "v": "\v",
             "\\": "\\", "'": "'", '"': '"', "`": "`"}
@@ -210,6 +216,19 @@ class Call:
 
 
 @dataclass
+class Bucket:
+    """toStartOfMinute/Hour/Day/Interval(column): a time bucket (sortable text key in SQLite)."""
+
+    func: str  # canonical function name, e.g. toStartOfHour
+    column: Column
+    seconds: int  # bucket width
+    text: str  # HogQL's printed form, the default column name
+
+    def same(self, other) -> bool:
+        return isinstance(other, Bucket) and (self.column.name, self.seconds) == (other.column.name, other.seconds)
+
+
+@dataclass
 class TupleExpr:
     items: list
 
@@ -241,11 +260,13 @@ class Not:
 
 @dataclass
 class Select:
-    items: list  # Column | Call | "*"
+    items: list  # Column | Call | Bucket | "*"
     table: str
     where: Any = None
-    order_by: list = field(default_factory=list)  # (Column, desc: bool)
+    order_by: list = field(default_factory=list)  # (Column | Bucket | Call, desc: bool)
     limit: int | None = None
+    aliases: list = field(default_factory=list)  # per item: alias or None
+    group_by: list | None = None  # Column (alias) | Bucket
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,10 +323,11 @@ class Parser:
     def parse(self) -> Select:
         self._expect_kw("select")
         self._check_unsupported()
-        items = [self._select_item()]
+        items, aliases = [self._select_item()], [self._alias()]
         while self._is_punct(","):
             self.i += 1
             items.append(self._select_item())
+            aliases.append(self._alias())
         self._check_unsupported()
         self._expect_kw("from")
         t = self._advance()
@@ -318,12 +340,19 @@ class Parser:
         self.table = t.value
         self._check_unsupported()
         if self.tok.kind in ("ident", "qident") and not self._is_kw("where") and not self._is_kw("order") \
-                and not self._is_kw("limit") and not self._is_kw("offset"):
+                and not self._is_kw("limit") and not self._is_kw("offset") and not self._is_kw("group"):
             raise HogQLError(f"Table aliases are not supported by this HogQL emulator (at {_where(self.text, self.tok.pos)})")
-        select = Select(items, self.table)
+        select = Select(items, self.table, aliases=aliases)
         if self._is_kw("where"):
             self.i += 1
             select.where = self._expr()
+        if self._is_kw("group"):
+            self.i += 1
+            self._expect_kw("by")
+            select.group_by = [self._key()]
+            while self._is_punct(","):
+                self.i += 1
+                select.group_by.append(self._key())
         self._check_unsupported()
         if self._is_kw("order"):
             self.i += 1
@@ -370,8 +399,66 @@ class Parser:
             if name == "now":
                 self._expect_punct(")")
                 return Call("now")
+            if name in _BUCKETS:
+                return self._bucket(t)
             raise HogQLError(f"Function '{t.value}' is not supported in SELECT by this HogQL emulator "
-                             "(supported: columns, count(), now())")
+                             "(supported: columns, count(), now(), toStartOfMinute/Hour/Day/Interval)")
+        return self._column()
+
+    def _alias(self) -> str | None:
+        if not self._is_kw("as"):
+            return None
+        self.i += 1
+        t = self._advance()
+        if t.kind == "ident" and t.value.lower() in KEYWORDS:
+            raise _syntax(self.text, t.pos, f"unexpected keyword {t.value.upper()}: expected an alias")
+        if t.kind not in ("ident", "qident"):
+            raise _syntax(self.text, t.pos, "expected an alias after AS")
+        return t.value
+
+    def _bucket(self, name_tok: Token) -> Bucket:
+        """After ``name(``: a DateTime column [, INTERVAL n UNIT] ``)``."""
+        name = name_tok.value.lower()
+        canonical, seconds = _BUCKETS[name]
+        col = self._column()
+        if name == "tostartofinterval":
+            self._expect_punct(",")
+            if not self._is_kw("interval"):
+                raise self._unexpected("toStartOfInterval() expects INTERVAL n UNIT as its second argument")
+            self.i += 1
+            n = self._int_value("INTERVAL")
+            unit_tok = self._advance()
+            unit = str(unit_tok.value).lower() if unit_tok.kind == "ident" else ""
+            unit = unit[:-1] if unit.endswith("s") else unit
+            if unit not in _INTERVAL_UNITS:
+                raise _syntax(self.text, unit_tok.pos, "expected SECOND, MINUTE, HOUR or DAY after INTERVAL n")
+            per, whole = _INTERVAL_UNITS[unit]
+            if n <= 0 or whole % n:
+                raise HogQLError(f"toStartOfInterval(..., INTERVAL {n} {unit.upper()}) is not supported by this "
+                                 f"HogQL emulator: n must divide {whole} (use toStartOfDay for days)")
+            seconds = n * per
+            text = f"toStartOfInterval({col.name}, toInterval{unit.capitalize()}({n}))"
+        else:
+            text = f"{canonical}({col.name})"
+        if self._is_punct(","):
+            raise HogQLError(f"{canonical}() with a timezone argument is not supported by this HogQL emulator")
+        self._expect_punct(")")
+        return Bucket(canonical, col, seconds, text)
+
+    def _key(self):
+        """A GROUP BY / ORDER BY key: a bucket, count(), or a column / alias name."""
+        t = self.tok
+        if t.kind == "ident" and self.tokens[self.i + 1].kind == "punct" and self.tokens[self.i + 1].value == "(":
+            name = t.value.lower()
+            self.i += 2
+            if name in _BUCKETS:
+                return self._bucket(t)
+            if name == "count":
+                if self._is_punct("*"):
+                    self.i += 1
+                self._expect_punct(")")
+                return Call("count")
+            raise HogQLError(f"Function '{t.value}' is not supported in GROUP BY / ORDER BY by this HogQL emulator")
         return self._column()
 
     def _column(self) -> Column:
@@ -395,7 +482,7 @@ class Parser:
         return Column(f.value, f.pos, t.value)
 
     def _order_item(self):
-        col = self._column()
+        col = self._key()
         desc = False
         if self._is_kw("asc"):
             self.i += 1
@@ -604,6 +691,9 @@ class Compiled:
     limit: int  # rows returned at most
     explicit_limit: bool  # False → fetch limit + 1 to compute hasMore
     hogql: str
+    table: str = "events"
+    ts_bounds: tuple = (None, None)  # (lo, hi) storage text, inclusive: the timestamp range read
+    read_columns: list = field(default_factory=list)  # the table columns the query reads
 
 
 class Translator:
@@ -724,51 +814,121 @@ class Translator:
             return "1" if node.value else "0"
         raise HogQLError("WHERE needs a condition (a comparison), not a bare value")
 
-    def compile(self, team_id: int, text: str) -> Compiled:
+    # -- buckets, aliases and keys --------------------------------------------------------
+
+    def bucket_key(self, b: Bucket) -> str:
+        """SQLite text ``YYYY-MM-DD HH:MM:SS`` of the bucket start (sortable, groupable)."""
+        sql, cat = self.column(b.column)
+        if cat != "datetime":
+            raise HogQLError(f"Illegal type {self.schema[b.column.name]} of argument of function {b.func}: "
+                             "a DateTime is expected")
+        if b.seconds == 60:
+            return f"(substr({sql}, 1, 16) || ':00')"
+        if b.seconds == 3600:
+            return f"(substr({sql}, 1, 13) || ':00:00')"
+        if b.seconds == 86_400:
+            return f"(substr({sql}, 1, 10) || ' 00:00:00')"
+        return (f"strftime('%Y-%m-%d %H:%M:%S', (CAST(strftime('%s', substr({sql}, 1, 19)) AS INTEGER) / {b.seconds})"
+                f" * {b.seconds}, 'unixepoch')")
+
+    def _resolve_key(self, key, aliases: dict):
+        """A GROUP BY / ORDER BY key → the select item it names (aliases first), or itself."""
+        if isinstance(key, Column) and key.qualifier is None and key.name in aliases:
+            return aliases[key.name]
+        return key
+
+    def compile(self, team_id: int, text: str, visibility: tuple[str, list] = ("", [])) -> Compiled:
         s = self.s
         select_sql, columns, types, bool_cols = [], [], [], []
-        items = []
-        for item in s.items:
+        items, names = [], []
+        for item, alias in zip(s.items, s.aliases or [None] * len(s.items)):
             if item == "*":
                 items.extend(Column(name, 0) for name in self.schema)
+                names.extend([None] * len(self.schema))
             else:
                 items.append(item)
+                names.append(alias)
+        aliases = {a: it for it, a in zip(items, names) if a is not None}
         has_agg = any(isinstance(x, Call) and x.name == "count" for x in items)
-        for item in items:
+        group_keys = None
+        if s.group_by is not None:
+            group_keys = []
+            for key in s.group_by:
+                target = self._resolve_key(key, aliases)
+                if isinstance(target, Call):
+                    raise HogQLError("Aggregate function count() is found in GROUP BY in query")
+                if not isinstance(target, Bucket):
+                    raise HogQLError("GROUP BY is supported only on time buckets (toStartOfMinute/Hour/Day/Interval "
+                                     "of a DateTime column, or their aliases) by this HogQL emulator")
+                group_keys.append(target)
+        aggregate = has_agg or group_keys is not None
+        for item, alias in zip(items, names):
             if isinstance(item, Call) and item.name == "count":
+                name = alias or "count()"
                 select_sql.append("count(*)")
-                columns.append("count()")
-                types.append(["count()", "UInt64"])
+                columns.append(name)
+                types.append([name, "UInt64"])
             elif isinstance(item, Call) and item.name == "now":
+                name = alias or "now()"
                 select_sql.append("?")
                 self.params.append(tu.iso_z_seconds(tu.utcnow()))
-                columns.append("now()")
-                types.append(["now()", "DateTime('UTC')"])
+                columns.append(name)
+                types.append([name, "DateTime('UTC')"])
+            elif isinstance(item, Bucket):
+                if aggregate and not any(item.same(k) for k in group_keys or []):
+                    raise HogQLError(f"Column `{alias or item.text}` is not under an aggregate function and not in "
+                                     "GROUP BY keys")
+                key = self.bucket_key(item)
+                name = alias or item.text
+                select_sql.append(f"substr({key}, 1, 10) || 'T' || substr({key}, 12) || 'Z'")
+                columns.append(name)
+                types.append([name, "DateTime('UTC')"])
             else:
                 sql, cat = self.column(item)
-                if has_agg:
+                if aggregate:
                     raise HogQLError(f"Column `{item.name}` is not under an aggregate function and not in GROUP BY keys")
                 if cat == "datetime":
                     sql = f"substr({sql}, 1, 10) || 'T' || substr({sql}, 12) || 'Z'"
                 if cat == "bool":
                     bool_cols.append(len(columns))
+                name = alias or item.name
                 select_sql.append(sql)
-                columns.append(item.name)
-                types.append([item.name, self.schema[item.name]])
+                columns.append(name)
+                types.append([name, self.schema[item.name]])
         select_params = list(self.params)
         self.params = []
         where_sql = self.condition(s.where) if s.where is not None else None
+        group_sql = [self.bucket_key(k) for k in group_keys] if group_keys else []
         order_parts = []
-        for col, desc in s.order_by:
-            sql, _ = self.column(col)
+        for key, desc in s.order_by:
+            target = self._resolve_key(key, aliases)
+            if isinstance(target, Call) and target.name == "count":
+                if not aggregate:
+                    raise HogQLError("count() in ORDER BY needs an aggregate query")
+                sql = "count(*)"
+            elif isinstance(target, Call):
+                raise HogQLError("ORDER BY now() is not supported by this HogQL emulator")
+            elif isinstance(target, Bucket):
+                if aggregate and not any(target.same(k) for k in group_keys or []):
+                    raise HogQLError(f"Column `{target.text}` is not under an aggregate function and not in GROUP BY keys")
+                sql = self.bucket_key(target)
+            else:
+                sql, _ = self.column(target)
+                if aggregate:
+                    raise HogQLError(f"Column `{target.name}` is not under an aggregate function and not in GROUP BY keys")
             order_parts.append(f"{sql} {'DESC' if desc else 'ASC'}")
         explicit = s.limit is not None
         limit = min(s.limit, MAX_LIMIT) if explicit else DEFAULT_LIMIT
         sql = f"SELECT {', '.join(select_sql)} FROM {s.table} WHERE team_id = ?"
         params = select_params + [team_id]
+        if visibility[0] and s.table == "events":
+            sql += visibility[0]
+            params += list(visibility[1])
         if where_sql:
             sql += f" AND {where_sql}"
             params += self.params
+        if group_sql:
+            sql += " GROUP BY " + ", ".join(group_sql)
         if order_parts:
             sql += " ORDER BY " + ", ".join(order_parts)
         sql += " LIMIT ?"
@@ -778,15 +938,92 @@ class Translator:
             hogql += f" LIMIT {DEFAULT_LIMIT + 1}"
         elif s.limit > MAX_LIMIT:
             hogql = re.sub(r"(?i)\blimit\s+\d+\s*$", f"LIMIT {MAX_LIMIT}", hogql)
-        return Compiled(sql, params, columns, types, bool_cols, limit, explicit, hogql)
+        return Compiled(sql, params, columns, types, bool_cols, limit, explicit, hogql, s.table,
+                        self.timestamp_bounds(), self.read_columns(items, aliases))
+
+    # -- what the query reads (for the cost model, posthog-api.md § 11.2) -------------------
+
+    def read_columns(self, items: list, aliases: dict) -> list[str]:
+        """The table columns the query reads (ClickHouse is columnar: only these are read)."""
+        cols: set[str] = set()
+
+        def add(node) -> None:
+            if isinstance(node, Column):
+                if node.qualifier is None and node.name in aliases:
+                    add(aliases[node.name])
+                elif node.name in self.schema:
+                    cols.add(node.name)
+            elif isinstance(node, Bucket):
+                add(node.column)
+            elif isinstance(node, (BoolOp,)):
+                for x in node.items:
+                    add(x)
+            elif isinstance(node, Not):
+                add(node.expr)
+            elif isinstance(node, Compare):
+                add(node.left)
+                add(node.right)
+            elif isinstance(node, InList):
+                add(node.left)
+            elif isinstance(node, TupleExpr):
+                for x in node.items:
+                    add(x)
+
+        for it in items:
+            add(it)
+        add(self.s.where)
+        for key, _ in self.s.order_by:
+            add(key)
+        for key in self.s.group_by or []:
+            add(key)
+        return sorted(cols)
+
+    def timestamp_bounds(self) -> tuple[str | None, str | None]:
+        """The tightest ``timestamp`` range [lo, hi] implied by the top-level AND of WHERE (storage text,
+        both inclusive): ClickHouse's primary key prunes on it, so it is the range a query reads."""
+        lo: str | None = None
+        hi: str | None = None
+        if self.s.table != "events" or self.s.where is None:
+            return lo, hi
+        conj = self.s.where.items if isinstance(self.s.where, BoolOp) and self.s.where.op == "AND" else [self.s.where]
+        flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
+        for node in conj:
+            if not isinstance(node, Compare):
+                continue
+            left, op, right = node.left, node.op, node.right
+            if isinstance(left, TupleExpr) and isinstance(right, TupleExpr) and left.items and right.items:
+                left, right = left.items[0], right.items[0]
+                op = {"<": "<=", ">": ">="}.get(op, op)  # (ts, uuid) > (X, U) → ts >= X
+            if isinstance(right, Column) and not isinstance(left, Column):
+                left, right, op = right, left, flip[op]
+            if not (isinstance(left, Column) and left.name == "timestamp" and isinstance(right, Literal)):
+                continue
+            try:
+                if right.type == "datetime":
+                    value = tu.to_db(right.value)
+                elif right.type == "string":
+                    value = tu.to_db(tu.parse_datetime(right.value))
+                else:
+                    continue
+            except (ValueError, OverflowError):
+                continue
+            if op in (">", ">=", "=") and (lo is None or value > lo):
+                lo = value
+            if op in ("<", "<=", "=") and (hi is None or value < hi):
+                hi = value
+        return lo, hi
 
 
-def compile_query(text: str, team_id: int, values: dict[str, Any] | None = None) -> Compiled:
-    """Parse and translate a HogQL query; raises HogQLError for anything PostHog would refuse."""
+def compile_query(text: str, team_id: int, values: dict[str, Any] | None = None,
+                  visibility: tuple[str, list] = ("", [])) -> Compiled:
+    """Parse and translate a HogQL query; raises HogQLError for anything PostHog would refuse.
+
+    ``visibility`` is an extra SQL predicate (and its parameters) ANDed into queries over ``events``:
+    the rows not yet visible (posthog-api.md § 11.1) are left out."""
     if not isinstance(text, str) or not text.strip():
         raise HogQLError("The query is empty: send a SELECT statement in query.query")
     try:
         select = Parser(text, values).parse()
-        return Translator(select).compile(team_id, text)
+        return Translator(select).compile(team_id, text, visibility)
     except RecursionError:
         raise HogQLError("The query nests too deeply") from None

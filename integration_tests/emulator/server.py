@@ -26,6 +26,7 @@ import orjson
 
 from . import endpoints as ep
 from .client import ControlClient
+from .conditions import QueryGovernor
 from .config import EmulatorConfig
 from .data import DataParams, Store
 from .endpoints import ApiError, Ctx, Result
@@ -118,6 +119,8 @@ class Emulator:
         params = DataParams(config.events, config.seed, config.resolved_base_time(), float(config.events_span_days))
         self.store = Store(params, config.data_dir)
         self.limiter = RateLimiter(config.rate_limits, config.rate_scale, config.query_queue_timeout)
+        self.governor = QueryGovernor(config.query_conditions(), lambda: self.limiter.enabled)
+        self.store.visibility_delay = float(config.visibility_delay_seconds or 0)
         self.faults = FaultInjector(config.faults)
         self._log: list[dict] = []
         self._log_lock = threading.Lock()
@@ -219,7 +222,7 @@ class Emulator:
                 raise ApiError(405, "invalid_request", "method_not_allowed", f'Method "{method}" not allowed.')
             ctx = Ctx(self.store, project_id or PROJECT_ID, key, f"http://{host}", path, raw_query, params, body,
                       self.limiter, self.config.legacy_events_page_cap, self.config.legacy_events_max_offset,
-                      self.config.query_latency, extra)
+                      self.config.query_latency, extra, self.governor)
             if r.view in ("projects_list", "org_projects"):
                 visible = [pid for pid in self.store.resources.projects if key.can_access_project(pid)]
                 result = ep.projects_list(ctx, visible)
@@ -230,8 +233,8 @@ class Emulator:
             else:
                 result = RESOURCES[r.resource].detail_handler(ctx, r.item_id)
             payload = result.raw if result.raw is not None else _json(result.body)
-            return Response(result.status, payload, {"Content-Type": JSON}, result.rows, r.endpoint_class,
-                            key.name, extra)
+            return Response(result.status, payload, {"Content-Type": JSON, **(result.headers or {})}, result.rows,
+                            r.endpoint_class, key.name, extra)
         except Throttled as t:  # the query concurrency limit: no Retry-After
             err = ApiError(429, "throttled_error", "throttled", t.detail)
             return Response(err.status, _json(err.body), {"Content-Type": JSON}, None,
@@ -259,12 +262,35 @@ class Emulator:
             stream = params.get("stream")
             if stream and stream not in Store.STREAMS:
                 return 400, {"error": f"unknown stream {stream!r}; known: {', '.join(Store.STREAMS)}"}
-            return 200, self.store.ground_truth(stream)
+            visible = params.get("visible", "all")
+            if visible not in ("all", "now"):
+                return 400, {"error": "visible must be 'all' (every row, the default) or 'now' (queryable now)"}
+            return 200, self.store.ground_truth(stream, visible_only=visible == "now")
         if name == "mutate" and method == "POST":
             return 200, self.store.mutate(**body)
         if name == "events" and method == "POST":
             rows = body.get("events") if isinstance(body, dict) else body
-            return 200, {"uuids": self.store.add_events(rows)}
+            delay = body.get("visibility_delay_seconds") if isinstance(body, dict) else None
+            return 200, {"uuids": self.store.add_events(rows, visibility_delay_seconds=delay)}
+        if name == "visibility" and method == "GET":
+            return 200, {"delay_seconds": self.store.visibility_delay}
+        if name == "visibility" and method == "POST":
+            delay = float(body.get("delay_seconds", 0))
+            if delay < 0:
+                return 400, {"error": "delay_seconds must be >= 0"}
+            self.store.visibility_delay = delay
+            return 200, {"delay_seconds": delay}
+        if name == "conditions" and method == "GET":
+            return 200, self.governor.conditions.to_dict()
+        if name == "conditions" and method == "POST":
+            if body.pop("reset_budget", False):
+                self.governor.reset_budget()
+            return 200, self.governor.configure(**body).to_dict()
+        if name == "query_stats" and method == "GET":
+            return 200, self.governor.stats()
+        if name == "query_stats" and method == "DELETE":
+            self.governor.reset_stats()
+            return 200, {"reset": True}
         if name == "requests" and method == "GET":
             return 200, self.requests()
         if name == "requests" and method == "DELETE":
@@ -282,7 +308,9 @@ class Emulator:
                          "events_span_days": c.events_span_days, "legacy_events_page_cap": c.legacy_events_page_cap,
                          "legacy_events_max_offset": c.legacy_events_max_offset, "rate_limits": self.limiter.enabled,
                          "rate_scale": self.limiter.scale, "faults": self.faults.config.to_dict(),
-                         "data_path": str(self.store.base_path)}
+                         "data_path": str(self.store.base_path), "realistic": c.realistic,
+                         "visibility_delay_seconds": self.store.visibility_delay,
+                         "query_conditions": self.governor.conditions.to_dict()}
         return 404, {"error": f"unknown control endpoint {method} {path}"}
 
 
