@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 MAIN_REQUIREMENTS = [
     "airbyte-cdk>=7.39,<8",
@@ -12,6 +12,9 @@ TEST_REQUIREMENTS = [
     "pytest-timeout",
     "requests-mock",
     "freezegun",
+    # PyAirbyte: integration_tests/test_pyairbyte.py reads through it into a DuckDB cache.
+    # It requires airbyte-cdk>=7.28.3,<8, so it shares this venv with the connector.
+    "airbyte==0.71.3",
 ]
 
 setup(
@@ -21,7 +24,8 @@ setup(
     author="source-posthog maintainers",
     license="MIT",
     python_requires=">=3.10,<3.14",
-    packages=find_packages(include=["source_posthog", "source_posthog.*"]),
+    # Namespace discovery: schemas/ is a package-data folder without __init__.py.
+    packages=find_namespace_packages(include=["source_posthog", "source_posthog.*"], exclude=["*.__pycache__"]),
     install_requires=MAIN_REQUIREMENTS,
     extras_require={"dev": TEST_REQUIREMENTS},
     package_data={"source_posthog": ["spec.yaml", "schemas/*.json"]},
