@@ -406,3 +406,26 @@ def test_bucket_default_limit_and_strictness(make_emu):
         assert resp.json()["type"] == "validation_error" and resp.json()["code"] in ("invalid_input", "syntax_error"), q
     assert hog(e, "SELECT toStartOfInterval(timestamp, INTERVAL 1 DAY), count() FROM events GROUP BY "
                   "toStartOfInterval(timestamp, INTERVAL 1 day) LIMIT 100").status_code == 200
+
+
+def test_current_key_describes_the_calling_key_without_needing_a_scope_and_can_be_turned_off() -> None:
+    import json
+    import urllib.request
+
+    from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorServer
+
+    def get(url: str, key: str) -> tuple:
+        request = urllib.request.Request(f"{url}/api/personal_api_keys/@current/", headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    with EmulatorServer(EmulatorConfig(events=10)) as emu:
+        status, body = get(emu.url, KEYS["no_recordings"])
+        assert status == 200 and "session_recording:read" not in body["scopes"] and "query:read" in body["scopes"]
+        assert body["value"] is None and KEYS["no_recordings"] not in json.dumps(body)
+        assert get(emu.url, KEYS["project_scoped"])[1]["scoped_teams"] == [2]
+    with EmulatorServer(EmulatorConfig(events=10, key_introspection=False)) as emu:
+        assert get(emu.url, KEYS["all_access"])[0] == 404

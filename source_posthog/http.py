@@ -183,7 +183,9 @@ class PostHogErrorHandler(ErrorHandler):
         # Raised, not returned as FAIL: the CDK's FAIL path logs the raw response body, which may
         # echo the key; this message is the whole story and is masked.
         message = self.client_error_message(response, place)
-        raise ClientError(message=message, internal_message=message, failure_type=FailureType.config_error)
+        refused = ClientError(message=message, internal_message=message, failure_type=FailureType.config_error)
+        refused.status, refused.missing_scope = response.status_code, response.status_code == 403 and "scope" in error_detail(response)
+        raise refused
 
     def client_error_message(self, response: requests.Response, place: str) -> str:
         return errors.refusal_message(
@@ -199,6 +201,9 @@ class RetriesExhausted(AirbyteTracedException):
 
 class ClientError(AirbyteTracedException):
     """PostHog refused the request (401/403/404/400): retrying cannot help, the message says what to fix."""
+
+    status: int = 0
+    missing_scope: bool = False  # a 403 for a scope the key lacks (not for the project)
 
 
 class PostHogBackoffStrategy(BackoffStrategy):
@@ -284,5 +289,10 @@ class PostHogClient:
         )
 
     def get(self, url: str) -> Tuple[requests.Response, bytes]:
-        _, response = self.http.send_request("GET", url, request_kwargs=request_kwargs(self.read_timeout_seconds), headers={}, params={})
+        return self.send("GET", url)
+
+    def send(self, method: str, url: str, params: Optional[Mapping[str, Any]] = None, json: Optional[Mapping[str, Any]] = None) -> Tuple[requests.Response, bytes]:
+        _, response = self.http.send_request(
+            method, url, request_kwargs=request_kwargs(self.read_timeout_seconds), headers={}, params=dict(params or {}), json=json
+        )
         return response, self.bodies.take(response)

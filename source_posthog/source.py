@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator, List, Mapping, MutableMapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, MutableMapping, Optional, Tuple
 
+import orjson
 import requests
 from airbyte_cdk.models import (
+    AirbyteCatalog,
     AirbyteConnectionStatus,
     AirbyteMessage,
     AirbyteStateMessage,
@@ -22,8 +24,9 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
 from source_posthog.cdk_internals import install_log_filters
-from source_posthog.config import ConfigError, parse_config, validate_against_spec
+from source_posthog.config import ConfigError, PostHogConfig, parse_config, validate_against_spec
 from source_posthog.http import ClientError, PostHogClient, RetriesExhausted, build_api_budget
+from source_posthog.posthog import scopes
 from source_posthog.state import StateError
 from source_posthog.streams import STREAM_CLASSES
 
@@ -76,7 +79,52 @@ class SourcePosthog(AbstractSource):
                     f"eu.posthog.com for EU Cloud, or your self-hosted address."
                 )
             return False, error.message
+        for stream, message in self.unreadable_streams(config).items():
+            logger.warning(f"Stream {stream} cannot be synced with this key and is left out of discover: {message}")
         return True, None
+
+    def unreadable_streams(self, config: Mapping[str, Any]) -> Dict[str, str]:
+        """stream → why the key cannot read it (the scope it lacks), one cheap request per stream.
+
+        A missing scope must not block setting up a connection: check still succeeds, discover
+        leaves the stream out, and a sync never meets it unless the catalog asks for it.
+        """
+        streams = self.streams(config)
+        granted = self._granted_scopes(parse_config(config))
+        if granted is not None:
+            return {
+                stream.name: f"the API key lacks the '{stream.scope}' scope (it has: {', '.join(granted)}). "
+                f"Give the personal API key the '{stream.scope}' scope to sync {stream.name}."
+                for stream in streams
+                if not scopes.covers(granted, stream.scope)
+            }
+        missing: Dict[str, str] = {}
+        for stream in streams:
+            try:
+                message = stream.missing_scope()
+            except RetriesExhausted as error:
+                logging.getLogger("airbyte").warning(f"Stream {stream.name}: its scope could not be verified ({error.message}); it is kept.")
+                continue
+            if message:
+                missing[stream.name] = message
+        return missing
+
+    @staticmethod
+    def _granted_scopes(posthog: PostHogConfig) -> Optional[List[str]]:
+        """The key's scopes as PostHog describes the key itself (one request, no scope needed);
+        None where the server cannot say (older or self-hosted versions): then one probe per stream."""
+        client = PostHogClient("scopes", "", posthog.api_key, posthog.project_id, posthog.base_url, None, min(posthog.request_timeout_seconds, 30))
+        try:
+            _, body = client.get(f"{posthog.base_url}{scopes.CURRENT_KEY_PATH}")
+            return scopes.granted_scopes(orjson.loads(body))
+        except (ClientError, RetriesExhausted, orjson.JSONDecodeError):
+            return None
+
+    def discover(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteCatalog:
+        unreadable = self.unreadable_streams(config)
+        for stream, message in unreadable.items():
+            logger.warning(f"Stream {stream} is left out of the catalog: {message}")
+        return AirbyteCatalog(streams=[stream.as_airbyte_stream() for stream in self.streams(config) if stream.name not in unreadable])
 
     def streams(self, config: Mapping[str, Any]) -> List[Stream]:
         validate_against_spec(config, self.spec(logging.getLogger("airbyte")).connectionSpecification)

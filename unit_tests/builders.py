@@ -299,3 +299,69 @@ def numbered(template: str, count: int, start: int = 1, id_format: Optional[str]
 
 def person_uuid(n: int) -> str:
     return f"01903a5e-7c1d-7000-8000-{n:012x}"
+
+
+# -- the scope probes of check and discover (one cheap request per stream) ------------------------
+
+PROBED = {  # stream → (resource path under the project, or None for /api/projects/; the scope)
+    "projects": (None, "project:read"),
+    "cohorts": ("cohorts", "cohort:read"),
+    "feature_flags": ("feature_flags", "feature_flag:read"),
+    "insights": ("insights", "insight:read"),
+    "annotations": ("annotations", "annotation:read"),
+    "actions": ("actions", "action:read"),
+    "event_definitions": ("event_definitions", "event_definition:read"),
+    "property_definitions": ("property_definitions", "property_definition:read"),
+    "persons": ("persons", "person:read"),
+    "session_recordings": ("session_recordings", "session_recording:read"),
+    "events": ("query", "query:read"),
+}
+
+
+CURRENT_KEY = PostHogRequest(f"{BASE_URL}/api/personal_api_keys/@current/")
+
+
+def mock_current_key(http_mocker: Any, scopes: List[str]) -> None:
+    """PostHog describes the calling key itself (docs/posthog-api.md § 12)."""
+    body = {"id": "0190aa00-0000-7000-8000-000000000001", "label": "airbyte", "value": None, "mask_value": "phx_...abcd", "scopes": scopes, "scoped_teams": [], "scoped_organizations": []}
+    http_mocker.get(CURRENT_KEY.build(), PostHogResponse(body).build())
+
+
+def mock_scope_probes(http_mocker: Any, refused: Optional[List[str]] = None) -> None:
+    """A PostHog that cannot describe the key (404 on @current, as older versions): answer every
+    stream's probe with an empty page, or a 403 for the scope of each stream in `refused`."""
+    http_mocker.get(CURRENT_KEY.build(), PostHogResponse.error(404).build())
+    for stream, (resource, scope) in PROBED.items():
+        request = (PostHogRequest.projects() if resource is None else PostHogRequest.resource(resource)).with_any_query_params()
+        if stream in (refused or []):
+            response = PostHogResponse.forbidden_scope(scope).build()
+        elif stream == "events":
+            response = PostHogResponse(load_template("query_events")).with_field("results", []).build()
+        elif stream == "session_recordings":
+            response = PostHogResponse({"results": [], "has_next": False, "version": 4}).build()
+        else:
+            response = PostHogResponse({"count": 0, "next": None, "previous": None, "results": []}).build()
+        if stream == "events":
+            http_mocker.post(PostHogRequest.query().with_body(_events_probe_body()).build(), response)
+        else:
+            http_mocker.get(request.build(), response)
+
+
+EMPTY_EVERYTHING = {"count": 0, "next": None, "previous": None, "results": [], "has_next": False, "columns": ["uuid"], "types": []}
+
+
+def readable_everywhere(requests_mock: Any, base_url: str) -> None:
+    """requests_mock: every other GET/POST under `base_url` answers an empty page, so that check's
+    scope probes pass. Register it first: later matchers take precedence."""
+    import re
+
+    for method in ("GET", "POST"):
+        requests_mock.register_uri(method, re.compile(re.escape(base_url) + "/api/"), json=EMPTY_EVERYTHING)
+
+
+def _events_probe_body() -> Mapping[str, Any]:
+    """The events probe's body (it depends on the frozen clock only)."""
+    from source_posthog.config import parse_config
+    from source_posthog.streams import Events
+
+    return Events(parse_config(ConfigBuilder().build()), None).probe_body()

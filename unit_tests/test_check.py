@@ -9,7 +9,8 @@ import requests
 from airbyte_cdk.models import Status
 from airbyte_cdk.test.mock_http import HttpMocker
 
-from unit_tests.builders import API_KEY, ConfigBuilder, PostHogRequest, PostHogResponse, load_template
+from unit_tests.builders import API_KEY, ConfigBuilder, PostHogRequest, PostHogResponse, load_template, mock_current_key, mock_scope_probes, readable_everywhere
+from source_posthog.source import SourcePosthog
 from unit_tests.reader import connection_status, everything_emitted, run_check
 
 
@@ -31,6 +32,7 @@ class TestCheckSucceeds:
     def test_given_valid_key_and_project_when_check_then_succeeded_after_one_request(self, http_mocker: HttpMocker, capsys: Any) -> None:
         request = PostHogRequest.project(2).build()  # carries `Authorization: Bearer <key>`
         http_mocker.get(request, PostHogResponse(load_template("project")).build())
+        mock_scope_probes(http_mocker)
 
         output = run_check(ConfigBuilder().build())
 
@@ -39,6 +41,7 @@ class TestCheckSucceeds:
         assert_no_secret(output, capsys)
 
     def test_given_loopback_http_host_when_check_then_it_is_allowed(self, requests_mock: Any) -> None:
+        readable_everywhere(requests_mock, "http://localhost:8000")
         mocked = requests_mock.get("http://localhost:8000/api/projects/2/", json=load_template("project"))
 
         output = run_check(ConfigBuilder().with_host("http://localhost:8000/").build())
@@ -47,6 +50,7 @@ class TestCheckSucceeds:
         assert mocked.call_count == 1
 
     def test_given_eu_host_with_api_suffix_when_check_then_eu_is_called(self, requests_mock: Any) -> None:
+        readable_everywhere(requests_mock, "https://eu.posthog.com")
         mocked = requests_mock.get("https://eu.posthog.com/api/projects/2/", json=load_template("project"))
 
         output = run_check(ConfigBuilder().with_host("https://eu.posthog.com/api/").build())
@@ -150,6 +154,7 @@ class TestCheckUsesTheSyncsHttpPolicy:
     def test_given_502_then_success_when_check_then_retried_linearly_and_succeeded(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
         request = PostHogRequest.project(2).build()
         http_mocker.get(request, [PostHogResponse.error(502).build(), PostHogResponse.error(502).build(), PostHogResponse(load_template("project")).build()])
+        mock_scope_probes(http_mocker)
 
         output = run_check(ConfigBuilder().build())
 
@@ -158,6 +163,7 @@ class TestCheckUsesTheSyncsHttpPolicy:
         http_mocker.assert_number_of_calls(request, 3)
 
     def test_given_connection_reset_then_success_when_check_then_succeeded(self, requests_mock: Any, sleeps: List[float]) -> None:
+        readable_everywhere(requests_mock, "https://us.posthog.com")
         requests_mock.get(
             "https://us.posthog.com/api/projects/2/",
             [{"exc": requests.exceptions.ConnectionError("Connection reset by peer")}, {"json": load_template("project")}],
@@ -173,6 +179,7 @@ class TestCheckUsesTheSyncsHttpPolicy:
             PostHogRequest.project(2).build(),
             [PostHogResponse.error(429).with_retry_after(30).build(), PostHogResponse(load_template("project")).build()],
         )
+        mock_scope_probes(http_mocker)
 
         output = run_check(ConfigBuilder().build())
 
@@ -194,6 +201,7 @@ class TestCheckUsesTheSyncsHttpPolicy:
 
 
 def test_given_a_self_hosted_posthog_over_http_on_a_private_network_and_the_opt_in_when_check_then_succeeded(requests_mock: Any) -> None:
+    readable_everywhere(requests_mock, "http://posthog-web:8000")
     project = requests_mock.get("http://posthog-web:8000/api/projects/2/", json=load_template("project"))
 
     output = run_check(ConfigBuilder().with_host("http://posthog-web:8000").with_field("allow_http_on_private_network", True).build())
@@ -209,3 +217,58 @@ def test_given_the_same_host_without_the_opt_in_when_check_then_failed_naming_th
 
     assert_failed_naming(output, ["'allow_http_on_private_network'"])
     assert project.call_count == 0
+
+
+
+class TestScopes:
+    """A key that cannot read some streams still sets up a connection: check warns, discover leaves them out."""
+
+    def test_given_a_key_without_some_scopes_when_check_then_succeeded_with_a_warning_per_stream_naming_its_scope(self, http_mocker: HttpMocker) -> None:
+        http_mocker.get(PostHogRequest.project(2).build(), PostHogResponse(load_template("project")).build())
+        mock_scope_probes(http_mocker, refused=["session_recordings", "persons"])
+
+        output = run_check(ConfigBuilder().build())
+
+        assert connection_status(output).status == Status.SUCCEEDED
+        warnings = [log.log.message for log in output.logs if log.log.level.value == "WARN"]
+        assert len(warnings) == 2
+        assert any("session_recordings" in w and "'session_recording:read'" in w for w in warnings)
+        assert any("persons" in w and "'person:read'" in w for w in warnings)
+
+    def test_given_a_key_without_some_scopes_when_discover_then_those_streams_are_left_out_and_logged(self, http_mocker: HttpMocker) -> None:
+        from airbyte_cdk.test.entrypoint_wrapper import discover
+
+        mock_scope_probes(http_mocker, refused=["session_recordings"])
+
+        output = discover(SourcePosthog(), ConfigBuilder().build())
+
+        names = {stream.name for stream in output.catalog.catalog.streams}
+        assert "session_recordings" not in names and {"events", "persons", "cohorts"} <= names and len(names) == 10
+        assert any("session_recordings" in log.log.message and "session_recording:read" in log.log.message for log in output.logs)
+
+    def test_given_posthog_describes_the_key_when_check_then_one_request_tells_every_missing_scope(self, http_mocker: HttpMocker) -> None:
+        http_mocker.get(PostHogRequest.project(2).build(), PostHogResponse(load_template("project")).build())
+        mock_current_key(http_mocker, ["query:read", "cohort:write", "project:read", "feature_flag:read", "insight:read", "annotation:read",
+                                       "action:read", "event_definition:read", "property_definition:read", "person:read"])
+
+        output = run_check(ConfigBuilder().build())
+
+        assert connection_status(output).status == Status.SUCCEEDED
+        (warning,) = [log.log.message for log in output.logs if log.log.level.value == "WARN"]
+        assert "session_recordings" in warning and "'session_recording:read'" in warning  # cohort:write covers cohort:read
+
+    def test_given_a_key_with_every_scope_when_discover_then_every_stream_without_a_probe(self, http_mocker: HttpMocker) -> None:
+        from airbyte_cdk.test.entrypoint_wrapper import discover
+
+        mock_current_key(http_mocker, ["*"])
+
+        output = discover(SourcePosthog(), ConfigBuilder().build())
+
+        assert len(output.catalog.catalog.streams) == 11
+
+    def test_given_a_key_without_access_to_the_project_when_check_then_failed(self, http_mocker: HttpMocker) -> None:
+        http_mocker.get(PostHogRequest.project(2).build(), PostHogResponse.error(403).build())
+
+        output = run_check(ConfigBuilder().build())
+
+        assert connection_status(output).status == Status.FAILED

@@ -136,3 +136,20 @@ class TestIncomingState:
         assert final_state(output)["project_id"] == 2
         assert any("written for project 7" in log.log.message for log in output.logs)
         assert fake.calls >= 1
+
+
+@pytest.mark.parametrize(
+    "granted, needed, covered",
+    [(["*"], "query:read", True), (["query:read"], "query:read", True), (["query:write"], "query:read", True),
+     (["query:read"], "person:read", False), (["person:write"], "person:write", True), (["person:read"], "person:write", False)],
+)
+def test_a_scope_is_covered_by_itself_its_write_form_or_star(granted: List[str], needed: str, covered: bool) -> None:
+    from source_posthog.posthog.scopes import covers
+
+    assert covers(granted, needed) is covered
+
+
+def test_a_legacy_key_without_scopes_is_described_as_star() -> None:
+    from source_posthog.posthog.scopes import granted_scopes
+
+    assert granted_scopes({"scopes": []}) == ["*"] and granted_scopes({"detail": "x"}) is None

@@ -27,6 +27,7 @@ class EmulatorConfig:
     query_queue_timeout: float | None = None  # how long a 4th concurrent query waits for a slot before its 429
     #                                           (None: 1 s, or 30 s with realistic=True)
     query_latency: float = 0.0  # artificial seconds per /query/ request, spent holding a concurrency slot
+    key_introspection: bool = True  # GET /api/personal_api_keys/@current/ (False: 404, as older PostHog versions)
     # Operating conditions (README "Operating conditions", posthog-api.md § 11). All off by default;
     # realistic=True switches every one on (a field left at None takes the preset's value).
     realistic: bool = False
@@ -96,6 +97,8 @@ class EmulatorConfig:
             args += ["--base-time", self.resolved_base_time().isoformat()]
         if self.rate_limits:
             args.append("--rate-limits")
+        if not self.key_introspection:
+            args.append("--no-key-introspection")
         if self.faults.rates:
             args += ["--faults", self.faults.to_spec()]
         if self.data_dir is not None:

@@ -172,6 +172,18 @@ def project_detail(ctx: Ctx) -> Result:
     return Result(ctx.store.resources.project_detail(ctx.project_id), 1)
 
 
+def current_key(ctx: Ctx) -> Result:
+    """``GET /api/personal_api_keys/@current/``: the calling key itself, no scope needed
+    (docs/posthog-api.md § 12; posthog/api/personal_api_key.py). ``value`` is never returned."""
+    key = ctx.key
+    return Result({
+        "id": f"0190aa00-0000-7000-8000-{abs(hash(key.name)) % 10**12:012d}", "label": key.name, "value": None,
+        "mask_value": f"phx_...{key.value[-4:]}", "created_at": "2024-01-01T00:00:00Z", "last_used_at": None,
+        "user_id": 1, "scopes": list(key.scopes), "scoped_teams": list(key.scoped_teams or []),
+        "scoped_organizations": [], "last_rolled_at": None,
+    }, 1)
+
+
 # --------------------------------------------------------------------------------------------
 # Simple DRF resources (§ 3.4–3.8, 3.10, 3.11)
 # --------------------------------------------------------------------------------------------

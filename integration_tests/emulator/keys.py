@@ -60,6 +60,7 @@ _ALL_KEYS = (
     ApiKey("project_scoped", "phx_emu_project_scoped_1a2b3c4d5e6f708192a3b4c5d6e7f8", ("*",), (PROJECT_ID,)),
     ApiKey("no_query", "phx_emu_no_query_0f1e2d3c4b5a69788796a5b4c3d2e1f0a9", tuple(s for s in READ_SCOPES if s != "query:read")),
     ApiKey("no_persons", "phx_emu_no_persons_5e4d3c2b1a0f9e8d7c6b5a4938271605", tuple(s for s in READ_SCOPES if s != "person:read")),
+    ApiKey("no_recordings", "phx_emu_no_recordings_3b2a19f8e7d6c5b4a3928170f6e5d4c3", tuple(s for s in READ_SCOPES if s != "session_recording:read")),
     ApiKey("other_project", "phx_emu_other_project_7c6b5a49382716059f8e7d6c5b4a3921", ("*",), (999,)),
 )
 

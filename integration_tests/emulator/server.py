@@ -92,6 +92,8 @@ def route(path: str) -> Route:
     segs = [s for s in path.split("/") if s]
     if len(segs) < 2 or segs[0] != "api":
         raise ep.not_found()
+    if segs[1] == "personal_api_keys" and segs[2:] == ["@current"]:
+        return Route("current_key", "crud", "")
     if segs[1] == "projects" and len(segs) == 2:
         return Route("projects_list", "crud", RESOURCE_SCOPES["projects"])
     if segs[1] == "organizations" and len(segs) == 4 and segs[3] == "projects":
@@ -198,7 +200,10 @@ class Emulator:
                         raise ep.validation_error(f"JSON parse error - {e}", None, code="parse_error") from None
             key = self.authenticate(headers, params, body)
             project_id = None
-            if r.view in ("projects_list", "org_projects"):
+            if r.view == "current_key":
+                if not self.config.key_introspection:  # older PostHog versions have no @current key view
+                    raise ep.not_found()
+            elif r.view in ("projects_list", "org_projects"):
                 if r.org_ref is not None and r.org_ref not in ("@current", ORGANIZATION_ID):
                     raise ep.not_found()
                 if key.scoped_teams is not None:
@@ -209,7 +214,7 @@ class Emulator:
                 if not key.can_access_project(project_id):
                     raise ApiError(403, "authentication_error", "permission_denied",
                                    f"API key does not have access to the requested project: ID {project_id}.")
-            if not key.has_scope(r.scope):
+            if r.scope and not key.has_scope(r.scope):
                 raise ApiError(403, "authentication_error", "permission_denied",
                                f"API key missing required scope '{r.scope}'")
             try:
@@ -228,6 +233,8 @@ class Emulator:
                 result = ep.projects_list(ctx, visible)
             elif r.view == "project_detail":
                 result = ep.project_detail(ctx)
+            elif r.view == "current_key":
+                result = ep.current_key(ctx)
             elif r.view == "list":
                 result = RESOURCES[r.resource].list_handler(ctx)
             else:

@@ -23,7 +23,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
 from source_posthog.config import PostHogConfig
-from source_posthog.http import PostHogBackoffStrategy, PostHogErrorHandler, ResponseBodies, endpoint_name, request_kwargs, where
+from source_posthog.http import ClientError, PostHogBackoffStrategy, PostHogClient, PostHogErrorHandler, ResponseBodies, endpoint_name, request_kwargs, where
 from source_posthog.posthog import envelopes
 from source_posthog.posthog.envelopes import MalformedBody
 
@@ -85,6 +85,28 @@ class PostHogStream(HttpStream, ABC):
 
     def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
         yield from self.decode(response)["results"]
+
+    # -- scopes ------------------------------------------------------------------------------
+    def probe_params(self) -> Mapping[str, Any]:
+        """The query of the cheapest request that proves the key may read this stream."""
+        return {"limit": 1}
+
+    def probe_body(self) -> Optional[Mapping[str, Any]]:
+        return None
+
+    def missing_scope(self) -> Optional[str]:
+        """One cheap request: None if the key can read this stream, else the message naming the
+        scope it lacks. PostHog checks a key's scopes per endpoint before anything else, so a 403
+        here is exactly what a sync of this stream would meet."""
+        config = self.config
+        client = PostHogClient(self.name, self.scope, config.api_key, config.project_id, config.base_url, self.api_budget, config.request_timeout_seconds)
+        try:
+            client.send(self.http_method, f"{self.url_base}{self.resource}/", params=self.probe_params(), json=self.probe_body())
+        except ClientError as refused:
+            if refused.missing_scope:
+                return refused.message
+            raise
+        return None
 
     # -- incoming state ----------------------------------------------------------------------
     def incoming_state(self, value: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:

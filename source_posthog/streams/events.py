@@ -110,11 +110,21 @@ class Events(PostHogStream, CheckpointMixin):
     def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
         return None  # one page per slice: the plan decides the next one
 
+    def probe_params(self) -> Mapping[str, Any]:
+        return {}
+
+    def probe_body(self) -> Optional[Mapping[str, Any]]:
+        """A one-row query over the last minute: cheap, and refused exactly like a page without query:read."""
+        now = pendulum.now("UTC").start_of("minute")
+        query = PageQuery("main", now - timedelta(minutes=1), now, None, None, None, None, 1)
+        return {"query": {"kind": "HogQLQuery", "query": query.hogql()}, "name": "airbyte_source_posthog_scope_check", "refresh": "blocking"}
+
     # -- response ----------------------------------------------------------------------------
     def parse_response(
         self, response: requests.Response, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any
     ) -> Iterable[Mapping[str, Any]]:
         body = self.decode(response, item_type=list)
+        self._decoded = None  # next_page_token does not need it: hold no page while the next one is read
         rows = len(body["results"])
         last: Optional[Mapping[str, Any]] = None
         emitted_at = int(time.time() * 1000)

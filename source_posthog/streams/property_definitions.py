@@ -33,6 +33,9 @@ class PropertyDefinitions(NextUrlPagination):
         for partition in property_passes():
             yield StreamSlice(partition=dict(partition), cursor_slice={})
 
+    def probe_params(self) -> Mapping[str, Any]:
+        return {"limit": 1, "type": "event"}
+
     def request_params(
         self,
         stream_slice: Optional[Mapping[str, Any]] = None,

@@ -12,7 +12,7 @@ import requests
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
 
 from source_posthog import settings
-from source_posthog.http import PostHogClient, PostHogErrorHandler, where
+from source_posthog.http import ClientError, PostHogClient, PostHogErrorHandler, where
 from source_posthog.posthog import envelopes
 from source_posthog.posthog.envelopes import MalformedBody
 from source_posthog.streams.base import NextUrlPagination, malformed_response
@@ -52,6 +52,9 @@ class Insights(NextUrlPagination):
         if not next_page_token:
             params["basic"] = "true"
         return params
+
+    def probe_params(self) -> Mapping[str, Any]:
+        return {"limit": 1, "basic": "true"}
 
 
 class Actions(NextUrlPagination):
@@ -94,6 +97,14 @@ class Projects(NextUrlPagination):
 
     def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
         return None if response.status_code == 403 else super().next_page_token(response)
+
+    def missing_scope(self) -> Optional[str]:
+        try:
+            return super().missing_scope()
+        except ClientError as refused:
+            if refused.status == 403:  # a project-scoped key cannot list projects: the stream falls back
+                return None
+            raise
 
     def _configured_project(self) -> Mapping[str, Any]:
         config = self.config

@@ -49,6 +49,9 @@ class SessionRecordings(ValidatedState, HasNextOffsetPagination):
         params.update({"date_from": self._date_from.strftime("%Y-%m-%dT%H:%M:%SZ"), "order": "start_time", "order_direction": "ASC"})
         return params
 
+    def probe_params(self) -> Mapping[str, Any]:
+        return {"limit": 1, "date_from": pendulum.now("UTC").subtract(hours=1).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
     def read_records(
         self,
         sync_mode: SyncMode,
