@@ -57,9 +57,9 @@ def max_in_window(times: Sequence[float], window: float) -> int:
 def test_given_posthog_limits_scaled_60x_when_a_sync_of_hundreds_of_requests_runs_then_it_paces_itself_inside_them_without_429s(
     start_emulator: Any, workspace: Any
 ) -> None:
-    emulator = start_emulator(events=100_000, seed=11, rate_limits=True, rate_scale=RATE_SCALE)
-    # An anchor 20 years back: hundreds of (mostly empty) HogQL windows before the data, so the
+    # 260,000 events in pages of 1,000 (plus an anchor 20 years back, which costs one count): the
     # query class alone sends more requests than its "per-minute" limit allows in one window.
+    emulator = start_emulator(events=260_000, seed=11, rate_limits=True, rate_scale=RATE_SCALE)
     anchor = (BASE_TIME - timedelta(days=365 * 20)).strftime("%Y-%m-%d")
     files = workspace(emulator)
     config = files.config(anchor_date=anchor, events_page_size=1000)
@@ -162,7 +162,7 @@ def test_given_the_query_concurrency_429_without_retry_after_when_read_events_th
 
     with ExitStack() as other_queries:  # three queries of the same team hold every slot
         for _ in range(3):
-            other_queries.enter_context(emulator.app.limiter.query_slot(PROJECT_ID))
+            other_queries.enter_context(emulator.app.governor.slot(PROJECT_ID, {}))
         result = in_process.read(files.config(), files.catalog(["events"]))
 
     assert result.returncode == 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -102,6 +102,10 @@ def error_detail(response: requests.Response) -> str:
     return filter_secrets(errors.error_detail(response.content or b"", response.status_code))
 
 
+def is_query_timeout(response: requests.Response) -> bool:
+    return errors.is_query_time_limit(response.status_code, response.content or b"")
+
+
 class ResponseBodies:
     """The bodies of successful responses, read in one call inside the retry loop.
 
@@ -146,7 +150,10 @@ class PostHogErrorHandler(ErrorHandler):
     404 messages say which project and host are wrong.
     """
 
-    def __init__(self, stream_name: str, scope: str, project_id: int, host: str, bodies: Optional[ResponseBodies] = None):
+    def __init__(
+        self, stream_name: str, scope: str, project_id: int, host: str, bodies: Optional[ResponseBodies] = None, adapts_to_query_timeouts: bool = False
+    ):
+        self.adapts_to_query_timeouts = adapts_to_query_timeouts
         self.stream_name = stream_name
         self.scope = scope
         self.project_id = project_id
@@ -178,6 +185,8 @@ class PostHogErrorHandler(ErrorHandler):
             return ErrorResolution(ResponseAction.SUCCESS)
         if outcome is Outcome.RATE_LIMITED:
             return ErrorResolution(ResponseAction.RATE_LIMITED, FailureType.transient_error, f"PostHog rate limit on {place}: {error_detail(response)}")
+        if outcome is Outcome.RETRY and self.adapts_to_query_timeouts and is_query_timeout(response):
+            return ErrorResolution(ResponseAction.IGNORE, error_message=f"{place} hit PostHog's query time limit: a smaller query follows")
         if outcome is Outcome.RETRY:
             return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"PostHog server error {response.status_code} on {place}")
         # Raised, not returned as FAIL: the CDK's FAIL path logs the raw response body, which may
@@ -234,10 +243,22 @@ class PostHogBackoffStrategy(BackoffStrategy):
             raise self._exhausted(response_or_exception, limit)
         retry_after = errors.retry_after_seconds(response_or_exception.headers) if outcome is Outcome.RATE_LIMITED else None
         wait = errors.retry_wait(outcome, attempt, retry_after)
+        if outcome is Outcome.RATE_LIMITED and errors.error_code(response_or_exception.content or b"") == errors.BUDGET_EXCEEDED_CODE:
+            return self._budget_wait(response_or_exception, retry_after)
         logger.info(
             f"Stream {self.stream_name}: {self._place(response_or_exception)} {self._cause(response_or_exception, retry_after)}; "
             f"retry {attempt} of {limit} in {wait + RETRY_EXTRA_SECONDS:g} s."
         )
+        return wait
+
+    def _budget_wait(self, response: requests.Response, retry_after: Optional[float]) -> float:
+        """The read budget refills slowly: wait as PostHog asks if that is short, else stop resumably."""
+        wait = retry_after if retry_after is not None else settings.RATE_LIMIT_BACKOFF_BASE_SECONDS
+        until = (datetime.now(timezone.utc) + timedelta(seconds=wait + RETRY_EXTRA_SECONDS)).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if wait > settings.QUERY_BUDGET_MAX_WAIT_SECONDS:
+            message = errors.budget_stop_message(self.stream_name, self._place(response), wait, until, settings.QUERY_BUDGET_MAX_WAIT_SECONDS)
+            raise RetriesExhausted(message=message, internal_message=message, failure_type=FailureType.transient_error)
+        logger.info(errors.budget_wait_message(self.stream_name, self._place(response), wait + RETRY_EXTRA_SECONDS, until))
         return wait
 
     def _place(self, response_or_exception: Any) -> str:

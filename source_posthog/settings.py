@@ -27,11 +27,6 @@ EVENTS_PAGE_SIZE_MIN = 1_000
 # Test seam: the bundled emulator has no ingestion delay, so its tests and the demo set
 # SOURCE_POSTHOG_INGESTION_LAG_SECONDS to a second or two instead of waiting two minutes.
 EVENTS_INGESTION_LAG = timedelta(seconds=float(os.environ.get("SOURCE_POSTHOG_INGESTION_LAG_SECONDS", "120")))
-# The first window after a cursor: small, because the density is unknown and an overflowing window
-# costs full pages; later windows are sized from the density just seen (up to 4x larger each).
-EVENTS_FIRST_WINDOW = timedelta(hours=1)
-EVENTS_MIN_WINDOW = timedelta(seconds=1)
-EVENTS_MAX_WINDOW = timedelta(days=31)
 # Late events (offline mobile clients): re-swept on every incremental sync over this horizon.
 EVENTS_LOOKBACK_WINDOW_DAYS_DEFAULT = 7
 EVENTS_LOOKBACK_WINDOW_DAYS_MAX = 90
@@ -56,6 +51,10 @@ REQUESTS_PER_SECOND = 3
 RATE_LIMIT_MAX_RETRIES = 5
 RATE_LIMIT_BACKOFF_BASE_SECONDS = 5
 RATE_LIMIT_MAX_WAIT_SECONDS = 3600
+# PostHog's hourly read budget for API queries (posthog/api_queries_budget.py) answers 429
+# api_queries_budget_exceeded with a Retry-After that can be most of an hour: waits up to this
+# long are waited out; a longer one ends the sync with a transient error naming when to run again.
+QUERY_BUDGET_MAX_WAIT_SECONDS = 900
 SERVER_ERROR_MAX_RETRIES = 3
 SERVER_ERROR_BACKOFF_STEP_SECONDS = 5
 # PostHog's published per-key limits (posthog/rate_limit.py), per endpoint class:

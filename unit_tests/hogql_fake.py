@@ -96,6 +96,17 @@ _QUERY = re.compile(
     r"ORDER BY timestamp ASC, uuid ASC LIMIT (?P<limit>\d+)$",
     re.S,
 )
+_COUNT_QUERY = re.compile(
+    r"^SELECT toStartOfHour\(timestamp\) AS hour, count\(\) AS events FROM events WHERE (?P<where>.+) "
+    r"GROUP BY hour ORDER BY hour ASC LIMIT (?P<limit>\d+)$",
+    re.S,
+)
+TIMEOUT_504 = {
+    "type": "server_error",
+    "code": "error",
+    "detail": "Query has hit the max execution time before completing. See our docs for how to improve your query performance. You may need to materialize.",
+    "attr": None,
+}
 _OPS: Dict[str, Callable[[Any, Any], bool]] = {
     ">=": lambda a, b: a >= b,
     "<=": lambda a, b: a <= b,
@@ -210,11 +221,15 @@ class ParsedQuery:
     where: str
     limit: int
     predicate: Callable[[Event], bool]
+    hourly_counts: bool = False
 
 
 def parse_query(query: str) -> ParsedQuery:
     if re.search(r"\bOFFSET\b", query, re.I):
         raise HogQLRejected("OFFSET is not allowed for personal API keys")
+    counts = _COUNT_QUERY.match(query)
+    if counts:
+        return ParsedQuery(("hour", "events"), counts.group("where"), int(counts.group("limit")), compile_condition(counts.group("where")), True)
     match = _QUERY.match(query)
     if not match:
         raise HogQLRejected(f"unsupported query shape: {query[:200]!r}")
@@ -248,6 +263,11 @@ class FakeHogQL:
         self.rejected: List[str] = []
         self.faults: List[Fault] = []
         self.calls = 0
+        self.count_queries = 0
+        # PostHog's execution limit, modeled as the rows a query's timestamp range holds: above
+        # `scan_limit`, the query answers 504 as PostHog does (docs/posthog-api.md § 13).
+        self.scan_limit: Optional[int] = None
+        self.timeouts = 0
 
     def add(self, events: Sequence[Event]) -> None:
         self.events.extend(events)
@@ -286,13 +306,29 @@ class FakeHogQL:
             context.status_code = 400
             return {"type": "validation_error", "code": "invalid_input", "detail": str(error), "attr": None}
         now = self._now()
+        if self.scan_limit is not None and self._scanned(parsed.where, now) > self.scan_limit:
+            self.timeouts += 1
+            context.status_code = 504
+            return dict(TIMEOUT_504)
         matching = sorted(
             (event for event in self.events if event.created_at <= now and parsed.predicate(event)),
             key=lambda event: (event.timestamp, event.uuid),
         )
+        response = load_template("query_events")
+        if parsed.hourly_counts:
+            hours: Dict[datetime, int] = {}
+            for event in matching:
+                hour = event.timestamp.replace(minute=0, second=0, microsecond=0)
+                hours[hour] = hours.get(hour, 0) + 1
+            self.count_queries += 1
+            response.update(
+                results=[[self._render(hour), count] for hour, count in sorted(hours.items())][: min(parsed.limit, SERVER_LIMIT_CAP)],
+                columns=["hour", "events"], types=[["hour", "DateTime('UTC')"], ["events", "UInt64"]], hasMore=False,
+                limit=parsed.limit, offset=0, query=query, hogql=query,
+            )
+            return response
         page = matching[: min(parsed.limit, SERVER_LIMIT_CAP)]
         self.pages.append([event.uuid for event in page])
-        response = load_template("query_events")
         response.update(
             results=[self._row(event, parsed.columns) for event in page],
             columns=list(parsed.columns),
@@ -304,6 +340,12 @@ class FakeHogQL:
             hogql=query,
         )
         return response
+
+    def _scanned(self, where: str, now: datetime) -> int:
+        start = re.search(r"timestamp >= toDateTime64\('([^']+)'", where)
+        end = re.search(r"timestamp < toDateTime64\('([^']+)'", where)
+        low, high = (datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc) for m in (start, end))
+        return sum(1 for event in self.events if low <= event.timestamp < high and event.created_at <= now)
 
     def _row(self, event: Event, columns: Sequence[str]) -> List[Any]:
         values = {

@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from source_posthog.posthog.events_plan import EventsPlan, EventsState, InvalidEventsState, Page, PageQuery
+from source_posthog.posthog.events_plan import CountQuery, EventsPlan, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow
 from source_posthog.posthog.hogql import KeysetPosition
 from unit_tests.hogql_fake import Event, event_uuid, parse_query, utc
 
@@ -24,11 +24,20 @@ UPPER = utc("2025-06-01T00:00:00Z")
 LOOKBACK = timedelta(days=7)
 
 
-def serve(events: Sequence[Event], query: PageQuery, now: datetime) -> List[Event]:
-    """What PostHog answers: the visible events matching the query's WHERE, ordered, LIMITed."""
+def matching(events: Sequence[Event], query: Any, now: datetime) -> List[Event]:
+    """The visible events matching the query's WHERE (parsed by the strict fake), ordered."""
     parsed = parse_query(query.hogql())
-    matching = sorted((e for e in events if e.created_at <= now and parsed.predicate(e)), key=lambda e: (e.timestamp, e.uuid))
-    return matching[: parsed.limit]
+    return sorted((e for e in events if e.created_at <= now and parsed.predicate(e)), key=lambda e: (e.timestamp, e.uuid))
+
+
+def serve(events: Sequence[Event], query: PageQuery, now: datetime) -> List[Event]:
+    """What PostHog answers to a page: the matching events, LIMITed."""
+    return matching(events, query, now)[: query.limit]
+
+
+def hours_of(events: Sequence[Event], query: CountQuery, now: datetime) -> List[Tuple[datetime, int]]:
+    counts = Counter(e.timestamp.replace(minute=0, second=0, microsecond=0) for e in matching(events, query, now))
+    return sorted(counts.items())[: query.limit]
 
 
 def page_of(rows: List[Event], limit: int) -> Page:
@@ -36,17 +45,45 @@ def page_of(rows: List[Event], limit: int) -> Page:
     return Page(len(rows), last, len(rows) >= limit)
 
 
-def run(plan: EventsPlan, events: Sequence[Event], now: datetime, max_pages: int = 10_000) -> Tuple[List[List[str]], List[Dict], EventsPlan]:
-    """Read the plan to the end: the uuids of every page, the state after every page, the final plan."""
+def scanned(events: Sequence[Event], query: PageQuery) -> int:
+    return sum(1 for e in events if query.start <= e.timestamp < query.end)
+
+
+def step(plan: EventsPlan, events: Sequence[Event], now: datetime, scan_limit: Optional[int] = None) -> Tuple[EventsPlan, Optional[List[Event]]]:
+    """Send the plan's next query to a PostHog holding `events`; the plan after the answer, and
+    the page's rows (None for a count or a timeout). Over `scan_limit` rows in range: a 504."""
+    query = plan.next_query()
+    if isinstance(query, CountQuery):
+        return plan.after_counts(query, hours_of(events, query, now)), None
+    if scan_limit is not None and scanned(events, query) > scan_limit:
+        return plan.after_timeout(query), None
+    rows = serve(events, query, now)
+    return plan.after_page(query, page_of(rows, query.limit)), rows
+
+
+def run(
+    plan: EventsPlan, events: Sequence[Event], now: datetime, max_queries: int = 20_000, scan_limit: Optional[int] = None
+) -> Tuple[List[List[str]], List[Dict], EventsPlan]:
+    """Read the plan to the end: the uuids of every page, the state after every query, the final plan."""
     pages: List[List[str]] = []
     states: List[Dict] = []
-    while (query := plan.next_query()) is not None:
-        rows = serve(events, query, now)
-        pages.append([e.uuid for e in rows])
-        plan = plan.after_page(query, page_of(rows, query.limit))
-        states.append(plan.state.to_dict())
-        assert len(pages) <= max_pages, "the plan does not terminate"
+    queries = 0
+    while plan.next_query() is not None:
+        plan, rows = step(plan, events, now, scan_limit)
+        queries += 1
+        if rows is not None:
+            pages.append([e.uuid for e in rows])
+            states.append(plan.state.to_dict())
+        assert queries <= max_queries, "the plan does not terminate"
     return pages, states, plan
+
+
+def queries_of(plan: EventsPlan, events: Sequence[Event], now: datetime, scan_limit: Optional[int] = None) -> int:
+    count = 0
+    while plan.next_query() is not None:
+        plan, _ = step(plan, events, now, scan_limit)
+        count += 1
+    return count
 
 
 def begin(state: Optional[EventsState], page_size: int, upper: datetime = UPPER, incremental: bool = True, lookback: timedelta = LOOKBACK) -> EventsPlan:
@@ -96,12 +133,50 @@ class TestOneSync:
         assert sorted(flat(pages)) == sorted(e.uuid for e in events)
         assert [len(page) for page in pages if page] == [7, 7, 7, 7, 7, 7, 7, 1]
 
-    def test_given_no_events_from_an_old_anchor_when_read_then_windows_grow_and_the_plan_ends(self) -> None:
+    def test_given_no_events_from_an_old_anchor_when_read_then_one_count_and_nothing_else(self) -> None:
         plan = EventsPlan.begin(None, utc("2016-01-01T00:00:00Z"), UPPER, 1000, LOOKBACK, incremental=False)
 
-        pages, _, final = run(plan, [], now=UPPER)
+        assert queries_of(plan, [], now=UPPER) == 1
 
-        assert final.next_query() is None and len(pages) < 150
+    @pytest.mark.parametrize("seed", range(8))
+    @pytest.mark.parametrize("anchor", ["2016-01-01T00:00:00Z", "2025-05-01T00:00:00Z"])
+    def test_given_n_events_from_any_anchor_when_read_then_at_most_five_quarters_of_the_pages_plus_four_queries(self, seed: int, anchor: str) -> None:
+        rng = random.Random(500 + seed)
+        events = random_events(rng, rng.randint(50, 3000))
+        page_size = rng.choice([10, 25, 100])
+        plan = EventsPlan.begin(None, utc(anchor), UPPER, page_size, LOOKBACK, incremental=False)
+
+        queries = queries_of(plan, events, now=UPPER)
+
+        pages = -(-len(events) // page_size)
+        assert queries <= 1.25 * pages + 4, f"{queries} queries for {len(events)} events ({pages} pages)"
+
+    @pytest.mark.parametrize("per_hour, page_size, hours", [(6, 10, 480), (15, 25, 480), (104, 25, 30), (1, 100, 480), (260, 100, 12)])
+    def test_given_evenly_spread_events_of_any_density_then_at_most_five_quarters_of_the_pages_plus_four_queries(
+        self, per_hour: int, page_size: int, hours: int
+    ) -> None:
+        step_ = timedelta(hours=1) / per_hour
+        events = [Event(event_uuid(n), ANCHOR + step_ * n, ANCHOR + step_ * n) for n in range(per_hour * hours)]
+
+        queries = queries_of(begin(None, page_size, incremental=False), events, now=UPPER)
+
+        assert queries <= 1.25 * -(-len(events) // page_size) + 4
+
+    def test_given_more_than_the_time_limit_allows_when_read_then_windows_split_down_to_a_tie_and_every_event_is_read(self) -> None:
+        tie = ANCHOR + timedelta(days=2)
+        events = [Event(event_uuid(n), tie, tie) for n in range(60)] + random_events(random.Random(3), 300)
+
+        pages, _, _ = run(begin(None, page_size=7, incremental=False), events, now=UPPER, scan_limit=80)
+
+        assert Counter(flat(pages)) == Counter(e.uuid for e in events)
+
+    def test_given_a_tie_larger_than_the_time_limit_allows_then_the_page_shrinks_and_at_the_end_too_slow(self) -> None:
+        tie = ANCHOR + timedelta(days=2)
+        events = [Event(event_uuid(n), tie, tie) for n in range(50)]
+        plan = EventsPlan.begin(None, ANCHOR, UPPER, 4000, LOOKBACK, incremental=False)
+
+        with pytest.raises(QueryTooSlow, match="page of 1000 events"):
+            run(plan, events, now=UPPER, scan_limit=10)
 
     def test_next_query_is_a_pure_function_of_the_plan(self) -> None:
         plan = begin(None, 10)
@@ -144,10 +219,8 @@ class TestLateEvents:
         if kill_sweep_after is not None:
             plan = begin(state, page_size, upper=second_upper)
             for _ in range(kill_sweep_after):
-                query = plan.next_query()
-                rows = serve(world, query, second_upper)
-                delivered.update(e.uuid for e in rows)
-                plan = plan.after_page(query, page_of(rows, query.limit))
+                plan, rows = step(plan, world, second_upper)
+                delivered.update(e.uuid for e in rows or [])
             state = EventsState.from_dict(plan.state.to_dict(), 2)
         second, _, _ = run(begin(state, page_size, upper=second_upper), world, now=second_upper)
         delivered.update(flat(second))
@@ -157,6 +230,17 @@ class TestLateEvents:
     def test_given_late_events_when_next_sync_then_each_is_delivered_exactly_once(self, page_size: int) -> None:
         delivered, world = self._two_syncs(page_size)
         assert delivered == Counter(e.uuid for e in world)
+
+    def test_given_a_sweep_over_more_than_the_time_limit_allows_then_it_narrows_and_each_late_event_is_delivered_once(self) -> None:
+        rng = random.Random(9)
+        events = random_events(rng, 400)
+        first, states, _ = run(begin(None, 20), events, now=UPPER)
+        late = [Event(event_uuid(10**9 + n), UPPER - timedelta(days=1, minutes=7 * n), UPPER + timedelta(hours=1)) for n in range(30)]
+        state = EventsState.from_dict(states[-1], 2)
+
+        second, _, _ = run(begin(state, 20, upper=UPPER + timedelta(hours=3)), events + late, now=UPPER + timedelta(hours=3), scan_limit=60)
+
+        assert Counter(flat(first) + flat(second)) == Counter(e.uuid for e in events + late)
 
     @pytest.mark.parametrize("kill_after", [1, 2, 3])
     def test_given_a_kill_during_the_sweep_when_resumed_then_nothing_is_lost(self, kill_after: int) -> None:

@@ -1,12 +1,11 @@
-"""PostHog's personal-API-key throttles and the query concurrency limit (posthog-api.md § 5).
+"""PostHog's personal-API-key throttles (docs/posthog-api.md § 5).
 
 - Moving windows per key and endpoint class (``posthog/rate_limit.py``, DRF SimpleRateThrottle):
   crud 480/min + 4800/h, analytics (persons, events, insights, session_recordings) 240/min + 1200/h,
   query 240/min + 2400/h. Every throttle of the class is checked; a throttle that allows the
   request records it even when another one refuses (DRF ``check_throttles``). The wait is
   DRF's ``remaining_duration / available_requests`` and the 429 carries ``Retry-After: ceil(wait)``.
-- At most 3 API queries in flight per team (``posthog/clickhouse/client/limit.py``, Redis key
-  ``api:query:per-team:{team_id}``); a 4th waits briefly, then 429 *without* Retry-After.
+- The query concurrency limit lives with the other query conditions in ``conditions.py``.
 - ``scale`` divides every window (``rate_scale=60``: "per minute" becomes per second), which also
   divides the Retry-After values.
 """
@@ -16,17 +15,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-import uuid
 from collections import deque
-from contextlib import contextmanager
-from typing import Iterator
 
 CLASS_LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
     "crud": ((480, 60.0), (4800, 3600.0)),
     "analytics": ((240, 60.0), (1200, 3600.0)),
     "query": ((240, 60.0), (2400, 3600.0)),
 }
-QUERY_CONCURRENCY = 3
 
 
 class Throttled(Exception):
@@ -44,11 +39,9 @@ def throttle_detail(wait: int) -> str:
 
 
 class RateLimiter:
-    def __init__(self, enabled: bool = False, scale: float = 1.0, queue_timeout: float = 1.0):
+    def __init__(self, enabled: bool = False, scale: float = 1.0):
         self._lock = threading.Lock()
         self._history: dict[tuple[str, str, int], deque] = {}
-        self._slots: dict[int, threading.BoundedSemaphore] = {}
-        self.queue_timeout = queue_timeout
         self.enabled = enabled
         self.scale = scale
         self.configure(enabled, scale)
@@ -85,20 +78,3 @@ class RateLimiter:
         if waits:
             wait = max(1, math.ceil(max(waits)))
             raise Throttled(throttle_detail(wait), wait)
-
-    @contextmanager
-    def query_slot(self, team_id: int) -> Iterator[None]:
-        """Hold one of the team's 3 query slots for the duration of a query."""
-        if not self.enabled:
-            yield
-            return
-        with self._lock:
-            sem = self._slots.setdefault(team_id, threading.BoundedSemaphore(QUERY_CONCURRENCY))
-        if not sem.acquire(timeout=self.queue_timeout):
-            raise Throttled(
-                f"Exceeded maximum concurrency limit: {QUERY_CONCURRENCY} for key: api:query:per-team:{team_id} "
-                f"and task: {uuid.uuid4()}", None)
-        try:
-            yield
-        finally:
-            sem.release()

@@ -120,7 +120,7 @@ class Emulator:
         self.config = config
         params = DataParams(config.events, config.seed, config.resolved_base_time(), float(config.events_span_days))
         self.store = Store(params, config.data_dir)
-        self.limiter = RateLimiter(config.rate_limits, config.rate_scale, config.query_queue_timeout)
+        self.limiter = RateLimiter(config.rate_limits, config.rate_scale)
         self.governor = QueryGovernor(config.query_conditions(), lambda: self.limiter.enabled)
         self.store.visibility_delay = float(config.visibility_delay_seconds or 0)
         self.faults = FaultInjector(config.faults)

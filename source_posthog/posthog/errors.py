@@ -61,6 +61,44 @@ def retry_after_seconds(headers: Mapping[str, str]) -> Optional[float]:
         return None
 
 
+BUDGET_EXCEEDED_CODE = "api_queries_budget_exceeded"
+
+
+def error_code(content: bytes) -> str:
+    """The drf-exceptions-hog `code` of an error body ("" if there is none)."""
+    try:
+        body: Any = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return ""
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else ""
+
+
+def budget_wait_message(stream: str, where: str, wait: float, until: str) -> str:
+    return (
+        f"Stream {stream}: {where}: PostHog's hourly budget of bytes read by API queries for this project is spent "
+        f"(429 {BUDGET_EXCEEDED_CODE}); waiting {wait:g} s, until {until}, as its Retry-After asks."
+    )
+
+
+def budget_stop_message(stream: str, where: str, wait: float, until: str, bound: float) -> str:
+    return (
+        f"Stream {stream}: {where}: PostHog's hourly budget of bytes read by API queries for this project is spent "
+        f"(429 {BUDGET_EXCEEDED_CODE}) and refills in {wait:g} s, longer than this connector waits ({bound:g} s). "
+        f"The last checkpoint is saved; run the sync again after {until} to resume from it."
+    )
+
+
+_QUERY_TIME_LIMIT = re.compile(r"max execution time|time limit", re.IGNORECASE)
+
+
+def is_query_time_limit(status: int, content: bytes) -> bool:
+    """PostHog's answer to a query over its execution limit: 504 `server_error` whose detail
+    speaks of the max execution time or the time limit (docs/posthog-api.md § 13). A gateway's
+    own 504 says neither: it is retried like any 5xx."""
+    return status == 504 and bool(_QUERY_TIME_LIMIT.search(error_detail(content, status)))
+
+
 def error_detail(content: bytes, status: int) -> str:
     """PostHog's drf-exceptions-hog body `{"type", "code", "detail", "attr"}` → its detail;
     anything else (a gateway's HTML page, plain text), briefly. Not masked: the caller masks."""

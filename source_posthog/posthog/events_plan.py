@@ -4,9 +4,12 @@ Given the state and the page just read, it says which HogQL page to ask for next
 sync is done (docs/posthog-api.md § 4.2, § 6):
 
 - The range from the position (first sync: anchor_date) to `upper` (now minus the ingestion
-  lag) is cut into time windows. A window is read in keyset pages on `(timestamp, uuid)`: a
-  full page continues the window after its last row, a short page ends it. The next window is
-  sized from the density just seen, so most windows take one page.
+  lag) is planned from the data: one aggregate counts the events per hour, and the hours are
+  packed into windows of about eight pages (no query is spent on empty months). A window is
+  read in keyset pages on `(timestamp, uuid)`: a full page continues the window after its last
+  row, a short page ends it.
+- PostHog's execution limit (10 s; a 504, docs/posthog-api.md § 13) splits the window in half,
+  down to a single timestamp, then halves the page; a sweep narrows its range the same way.
 - Late events: `created_at` is PostHog's ingestion time. The state keeps an ingestion watermark
   `ingested_through`: every event at or before `position` and ingested at or before it has been
   delivered. An incremental sync first sweeps `lookback` before the position for events
@@ -15,8 +18,9 @@ sync is done (docs/posthog-api.md § 4.2, § 6):
 - Every state the plan passes through is a valid place to resume: everything it claims was
   delivered, was.
 
-`EventsPlan.begin(...)` starts a sync, `plan.next_query()` is the page to read (None: done),
-`plan.after_page(query, page)` is the plan once that page has been delivered.
+`EventsPlan.begin(...)` starts a sync; `plan.next_query()` is the next query to send (a
+`CountQuery` to plan windows, a `PageQuery`, or None: done); `after_counts`, `after_page` and
+`after_timeout` are the plan once its answer came back.
 """
 
 from __future__ import annotations
@@ -24,14 +28,19 @@ from __future__ import annotations
 import uuid as uuid_module
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from source_posthog import settings
-from source_posthog.posthog.hogql import KeysetPosition, events_page_query
+from source_posthog.posthog.hogql import KeysetPosition, events_count_query, events_page_query
 from source_posthog.posthog.timestamps import parse_timestamp, utc_iso
 
 MICROSECOND = timedelta(microseconds=1)
+HOUR = timedelta(hours=1)
 MAIN, SWEEP = "main", "sweep"
+# Windows of ~8 pages: a window of R events costs floor(R/page) + 1 queries, so the main pass of
+# N events costs at most N/page + (number of windows) ≈ 1.25 × N/page (docs/posthog-api.md § 6).
+WINDOW_TARGET_PAGES = 8
+COUNT_ROWS_MAX = 50_000  # PostHog's cap on returned rows (§ 4.2): ~5.7 years of busy hours
 
 
 class InvalidEventsState(ValueError):
@@ -112,6 +121,19 @@ class PageQuery:
 
 
 @dataclass(frozen=True)
+class CountQuery:
+    """Events per hour over [start, end): the data the main pass plans its windows from."""
+
+    start: datetime
+    end: datetime
+    ingested_through: Optional[datetime]
+    limit: int = COUNT_ROWS_MAX
+
+    def hogql(self) -> str:
+        return events_count_query(self.start, self.end, self.ingested_through, self.limit)
+
+
+@dataclass(frozen=True)
 class Page:
     """What a page read told the plan: how many rows, the last `(timestamp, uuid)`, and whether
     PostHog may hold more in the same window (a full page, or `hasMore`)."""
@@ -122,13 +144,30 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Window:
+    """A time range of the main pass, read in keyset pages until a short one; `rows` is what
+    the hourly counts promised (None once a timeout has split it)."""
+
+    start: datetime
+    end: datetime
+    rows: Optional[int]
+
+
+class QueryTooSlow(Exception):
+    """PostHog's execution limit is hit even for the smallest window and page."""
+
+
+@dataclass(frozen=True)
 class EventsPlan:
     state: EventsState
     upper: datetime
     page_size: int
-    window: timedelta = settings.EVENTS_FIRST_WINDOW
     # The main pass's upper bound on created_at (None: unbounded, when no sweep will follow).
     main_ingested_through: Optional[datetime] = None
+    # The main pass's windows still to read (the first is the current one); () = plan them next.
+    windows: Tuple[Window, ...] = ()
+    # A sweep narrowed after a timeout reads [sweep position, + sweep_span) at a time.
+    sweep_span: Optional[timedelta] = None
 
     @classmethod
     def begin(
@@ -152,40 +191,83 @@ class EventsPlan:
         # sync's sweep; otherwise an event ingested during the lag would be read twice.
         return cls(state, upper, page_size, main_ingested_through=state.ingested_through if sweeping else None)
 
-    def next_query(self) -> Optional[PageQuery]:
+    def next_query(self) -> Optional[Union[PageQuery, CountQuery]]:
         state = self.state
         if state.sweep is not None:
             # Up to and including the position: the main pass reads what comes after it.
-            position = state.position
+            position, start = state.position, state.sweep.position.timestamp
             end = position.timestamp + MICROSECOND if position.uuid else position.timestamp
-            return PageQuery(SWEEP, state.sweep.position.timestamp, end, state.sweep.position, position, state.sweep.ingested_after, state.ingested_through, self.page_size)
+            if self.sweep_span is not None:
+                end = min(end, start + self.sweep_span)
+            return PageQuery(SWEEP, start, end, state.sweep.position, position, state.sweep.ingested_after, state.ingested_through, self.page_size)
         if state.position.timestamp >= self.upper:
             return None
-        start = state.position.timestamp
-        end = min(start + self.window, self.upper)
-        return PageQuery(MAIN, start, end, state.position, None, None, self.main_ingested_through, self.page_size)
+        if not self.windows:
+            return CountQuery(state.position.timestamp, self.upper, self.main_ingested_through)
+        return PageQuery(MAIN, state.position.timestamp, self.windows[0].end, state.position, None, None, self.main_ingested_through, self.page_size)
+
+    def after_counts(self, query: CountQuery, hours: Sequence[Tuple[datetime, int]]) -> "EventsPlan":
+        """Windows of about WINDOW_TARGET_PAGES pages each, cut at hour boundaries. A result of
+        `query.limit` hours may be cut short: the windows then end after its last hour, and the
+        rest is counted again when the position gets there. No events at all: nothing to read."""
+        end = query.end if len(hours) < query.limit else min(query.end, hours[-1][0] + HOUR)
+        windows = pack_windows(hours, query.start, end, WINDOW_TARGET_PAGES * self.page_size)
+        if not windows:
+            return replace(self, state=replace(self.state, position=KeysetPosition(end)))
+        return replace(self, windows=windows)
 
     def after_page(self, query: PageQuery, page: Page) -> "EventsPlan":
         """The plan once `page`, the answer to `query`, has been delivered."""
         state = self.state
         more = page.full and page.last is not None
         if query.phase == SWEEP:
-            sweep = replace(state.sweep, position=page.last) if more else None
-            return replace(self, state=replace(state, sweep=sweep))
+            if more:
+                return replace(self, state=replace(state, sweep=replace(state.sweep, position=page.last)))
+            if self.sweep_span is not None and query.end < self._sweep_end():
+                return replace(self, state=replace(state, sweep=replace(state.sweep, position=KeysetPosition(query.end))))
+            return replace(self, state=replace(state, sweep=None), sweep_span=None)
         if more:
-            return replace(self, state=replace(state, position=page.last), window=self._next_window(page.last.timestamp - query.start, page.rows))
-        return replace(self, state=replace(state, position=KeysetPosition(query.end)), window=self._next_window(query.end - query.start, page.rows))
+            return replace(self, state=replace(state, position=page.last))
+        return replace(self, state=replace(state, position=KeysetPosition(query.end)), windows=self.windows[1:])
 
-    def _next_window(self, span: timedelta, rows: int) -> timedelta:
-        """A window expected to hold ~80% of a page, changing at most 4x at a time."""
-        current = self.window.total_seconds()
-        if rows == 0:
-            proposed = current * 4
-        else:
-            proposed = max(span.total_seconds(), settings.EVENTS_MIN_WINDOW.total_seconds()) * 0.8 * self.page_size / rows
-        proposed = min(max(proposed, current / 4), current * 4)
-        low, high = settings.EVENTS_MIN_WINDOW.total_seconds(), settings.EVENTS_MAX_WINDOW.total_seconds()
-        return timedelta(seconds=min(max(proposed, low), high))
+    def after_timeout(self, query: PageQuery) -> "EventsPlan":
+        """PostHog's execution limit was hit: the same rows again, over half the time range; at
+        the smallest range (one timestamp), with half the page. Raises QueryTooSlow at the end."""
+        span = query.end - query.start
+        if span > MICROSECOND:
+            half = max(span / 2, MICROSECOND)
+            if query.phase == SWEEP:
+                return replace(self, sweep_span=half)
+            current = self.windows[0]
+            middle = query.start + half
+            return replace(self, windows=(Window(query.start, middle, None), Window(middle, current.end, None), *self.windows[1:]))
+        if self.page_size > settings.EVENTS_PAGE_SIZE_MIN:
+            return replace(self, page_size=max(self.page_size // 2, settings.EVENTS_PAGE_SIZE_MIN))
+        raise QueryTooSlow(f"a page of {self.page_size} events at {utc_iso(query.start)} still exceeds PostHog's query time limit")
+
+    def _sweep_end(self) -> datetime:
+        position = self.state.position
+        return position.timestamp + MICROSECOND if position.uuid else position.timestamp
+
+
+def pack_windows(hours: Sequence[Tuple[datetime, int]], start: datetime, end: datetime, target_rows: int) -> Tuple[Window, ...]:
+    """Contiguous windows over [start, end), cut at hour starts, each holding at most
+    `target_rows` events unless one hour alone holds more (it is then a window of its own, read
+    in several keyset pages). Consecutive windows together hold more than `target_rows`, so
+    there are at most 2N/target_rows + 1 of them."""
+    windows = []
+    window_start, rows = start, 0
+    for hour, count in hours:
+        if count <= 0 or hour >= end:
+            continue
+        cut = max(hour, start)
+        if rows and rows + count > target_rows and cut > window_start:
+            windows.append(Window(window_start, cut, rows))
+            window_start, rows = cut, 0
+        rows += count
+    if rows:
+        windows.append(Window(window_start, end, rows))
+    return tuple(windows)
 
 
 def parse_position(timestamp: str, uuid: Any) -> KeysetPosition:

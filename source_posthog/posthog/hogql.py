@@ -89,3 +89,17 @@ def events_page_query(
         f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(conditions)} "
         f"ORDER BY timestamp ASC, uuid ASC LIMIT {int(limit)}"
     )
+
+
+def events_count_query(start: datetime, end: datetime, ingested_through: Optional[datetime] = None, limit: int = 50_000) -> str:
+    """Events per hour in [start, end) (only the hours that hold any), to plan windows from the
+    data instead of probing empty ranges: a cheap aggregate (it reads `timestamp` alone)."""
+    conditions = [f"timestamp >= {datetime_literal(start)}", f"timestamp < {datetime_literal(end)}"]
+    if ingested_through is not None:
+        conditions.append(f"created_at <= {datetime_literal(ingested_through)}")
+    if not 1 <= limit <= 50_000:
+        raise ValueError(f"LIMIT {limit} outside 1..50000")
+    return (
+        f"SELECT toStartOfHour(timestamp) AS hour, count() AS events FROM events WHERE {' AND '.join(conditions)} "
+        f"GROUP BY hour ORDER BY hour ASC LIMIT {int(limit)}"
+    )

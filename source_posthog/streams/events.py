@@ -15,17 +15,20 @@ state is after it, is decided by the pure `EventsPlan`. This class only adapts i
 from __future__ import annotations
 
 import time
-from datetime import timedelta
-from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional
+from datetime import datetime, timedelta
+from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Tuple, Union
 
 import pendulum
 import requests
-from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, SyncMode, Type
+from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, FailureType, SyncMode, Type
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog import settings
 from source_posthog.posthog.envelopes import MalformedBody, hogql_records
-from source_posthog.posthog.events_plan import EventsPlan, EventsState, InvalidEventsState, Page, PageQuery, parse_position
+from source_posthog.http import PostHogErrorHandler, error_detail, is_query_timeout
+from source_posthog.posthog.events_plan import CountQuery, EventsPlan, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
+from source_posthog.posthog.timestamps import parse_timestamp
 from source_posthog.state import StateError, not_in_future
 from source_posthog.streams.base import PostHogStream, malformed_response, where
 
@@ -104,8 +107,13 @@ class Events(PostHogStream, CheckpointMixin):
         return {}
 
     def request_body_json(self, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Optional[Mapping[str, Any]]:
-        query: PageQuery = stream_slice["query"]
-        return {"query": {"kind": "HogQLQuery", "query": query.hogql()}, "name": "airbyte_source_posthog_events", "refresh": "blocking"}
+        query: Union[PageQuery, CountQuery] = stream_slice["query"]
+        name = "airbyte_source_posthog_events_counts" if isinstance(query, CountQuery) else "airbyte_source_posthog_events"
+        return {"query": {"kind": "HogQLQuery", "query": query.hogql()}, "name": name, "refresh": "blocking"}
+
+    def get_error_handler(self) -> PostHogErrorHandler:
+        # A query over PostHog's execution limit is answered by a smaller one, not retried as is.
+        return PostHogErrorHandler(self.name, self.scope, self.config.project_id, self.config.base_url, self.bodies, adapts_to_query_timeouts=True)
 
     def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
         return None  # one page per slice: the plan decides the next one
@@ -123,8 +131,20 @@ class Events(PostHogStream, CheckpointMixin):
     def parse_response(
         self, response: requests.Response, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any
     ) -> Iterable[Mapping[str, Any]]:
+        query = stream_slice["query"]
+        if is_query_timeout(response):
+            try:
+                self._advance(self._plan.after_timeout(query))
+            except QueryTooSlow as error:
+                message = f"Stream events: {where(response)}: {error}. Lower 'events_page_size', or report it: the project may need PostHog's batch exports."
+                raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.system_error)
+            self.logger.info(f"Stream events: {where(response)} hit PostHog's query time limit; asking for a smaller range ({error_detail(response)[:120]}).")
+            return
         body = self.decode(response, item_type=list)
         self._decoded = None  # next_page_token does not need it: hold no page while the next one is read
+        if isinstance(query, CountQuery):
+            self._advance(self._plan.after_counts(query, self._hours(body, response)))
+            return
         rows = len(body["results"])
         last: Optional[Mapping[str, Any]] = None
         emitted_at = int(time.time() * 1000)
@@ -135,11 +155,20 @@ class Events(PostHogStream, CheckpointMixin):
                 yield AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream=self.name, data=last, emitted_at=emitted_at))
         except MalformedBody as error:
             raise malformed_response(where(response), str(error))
-        query: PageQuery = stream_slice["query"]
         try:
             position = parse_position(last["timestamp"], last["uuid"]) if last else None
         except ValueError:
             raise malformed_response(where(response), f"an event's uuid is {str(last.get('uuid'))[:40]!r}, not a UUID")
-        full = rows >= self.page_size or bool(body.get("hasMore"))
-        self._set_plan(self._plan.after_page(query, Page(rows, position, full)))
+        full = rows >= query.limit or bool(body.get("hasMore"))
+        self._advance(self._plan.after_page(query, Page(rows, position, full)))
+
+    def _advance(self, plan: EventsPlan) -> None:
+        self._set_plan(plan)
         self._unread = None
+
+    @staticmethod
+    def _hours(body: Mapping[str, Any], response: requests.Response) -> List[Tuple[datetime, int]]:
+        try:
+            return [(parse_timestamp(hour), int(count)) for hour, count in body["results"]]
+        except (TypeError, ValueError) as error:
+            raise malformed_response(where(response), f"the hourly counts cannot be read ({type(error).__name__}: {error})")

@@ -98,7 +98,11 @@ class TestEventsFullRefresh:
             assert body["query"]["kind"] == "HogQLQuery"
             assert body["refresh"] == "blocking" and body.get("name")
             assert "OFFSET" not in body["query"]["query"].upper()
-            assert body["query"]["query"].endswith(f"LIMIT {PAGE}")
+            if body["name"].endswith("_counts"):  # the hourly counts the windows are planned from
+                assert body["query"]["query"].startswith("SELECT toStartOfHour(timestamp) AS hour, count()")
+            else:
+                assert body["query"]["query"].endswith(f"LIMIT {PAGE}")
+        assert fake.count_queries == 1
         assert fake.rejected == []
 
     def test_given_properties_as_json_string_when_read_then_properties_is_an_object(self, requests_mock: Any) -> None:
@@ -136,9 +140,10 @@ class TestEventsKeysetPagination:
         assert fake.rejected == []
 
     def test_given_event_exactly_on_a_window_boundary_when_read_then_it_is_delivered_once(self, requests_mock: Any) -> None:
-        # The first window starts at anchor_date and lasts EVENTS_FIRST_WINDOW.
-        boundary = ANCHOR + settings.EVENTS_FIRST_WINDOW
-        on_edges = [
+        # The first hour holds more than a window's eight pages, so the next window starts at the next hour.
+        boundary = ANCHOR + timedelta(hours=1)
+        filler = spread(8500, ANCHOR + timedelta(minutes=1), ANCHOR + timedelta(minutes=59), first=100)
+        on_edges = filler + [
             Event(uuid="0190f6a2-0000-7000-8000-00000000000a", timestamp=ANCHOR, created_at=ANCHOR + timedelta(seconds=1)),
             Event(uuid="0190f6a2-0000-7000-8000-00000000000b", timestamp=boundary, created_at=boundary + timedelta(seconds=1)),
             Event(uuid="0190f6a2-0000-7000-8000-00000000000c", timestamp=boundary - timedelta(microseconds=1), created_at=boundary),
@@ -151,8 +156,8 @@ class TestEventsKeysetPagination:
         assert Counter(uuids(records(output))) == Counter(event.uuid for event in on_edges)
 
     def test_given_window_with_more_rows_than_limit_when_read_then_window_is_paged_until_a_short_page(self, requests_mock: Any) -> None:
-        # 3,500 events inside the first window: it alone holds 3.5 pages.
-        dense = spread(3500, ANCHOR + settings.EVENTS_FIRST_WINDOW / 4, ANCHOR + settings.EVENTS_FIRST_WINDOW / 2)
+        # 3,500 events inside one window: it holds 3.5 pages.
+        dense = spread(3500, ANCHOR + timedelta(minutes=15), ANCHOR + timedelta(minutes=30))
         fake = FakeHogQL(dense).register(requests_mock)
 
         output = sync(fake)
@@ -168,7 +173,8 @@ class TestEventsKeysetPagination:
 
         output = sync(fake)
 
-        assert pages_between_states(output) == fake.pages
+        # Every query is followed by a STATE: the pages, and the hourly counts (no records).
+        assert [chunk for chunk in pages_between_states(output) if chunk] == [page for page in fake.pages if page]
         assert len(states(output)) == fake.calls
 
     def test_given_no_state_when_read_then_final_state_is_upper_bound_and_ingestion_watermark(self, requests_mock: Any) -> None:
@@ -395,12 +401,12 @@ class TestEventsRateLimits:
     def test_given_query_keeps_returning_429_when_read_then_fails_after_five_retries_with_checkpoint_kept(
         self, requests_mock: Any, sleeps: List[float]
     ) -> None:
-        first_page = make_events(PAGE, ANCHOR, start=0, step=settings.EVENTS_FIRST_WINDOW / (2 * PAGE))  # fills the first window's first page
+        first_page = make_events(PAGE, ANCHOR, start=0, step=timedelta(minutes=30) / PAGE)  # fills the first window's first page
         fake = FakeHogQL(first_page + spread(10, ANCHOR + timedelta(days=3), UPPER, first=5000)).register(requests_mock)
         original = fake.__call__
 
         def throttle_after_first_page(request: Any, context: Any) -> Any:
-            if fake.calls >= 1:
+            if fake.calls >= 2:  # after the hourly counts and the first page
                 fake.fail_next(429, load_template("error_429_concurrency"))
             return original(request, context)
 
@@ -408,11 +414,53 @@ class TestEventsRateLimits:
 
         output = sync(fake)
 
-        assert fake.calls == 1 + 6
+        assert fake.calls == 2 + 6
         assert sleeps == [6, 11, 21, 41, 81]
         (error, *_) = [message.trace.error for message in output.errors]
         assert error.failure_type == FailureType.transient_error
         assert "/api/projects/2/query/" in error.message and "429" in error.message
+        assert uuids(records(output)) == [event.uuid for event in first_page]
+        assert final_state(output)["uuid"] == first_page[-1].uuid
+
+
+class TestEventsReadBudget:
+    """PostHog's hourly budget of bytes read (429 api_queries_budget_exceeded + Retry-After)."""
+
+    BUDGET = {"type": "throttled_error", "code": "api_queries_budget_exceeded", "detail": "API queries read budget exhausted. Expected available in 300 seconds.", "attr": None}
+
+    def test_given_the_budget_refills_soon_when_read_then_waits_as_asked_and_logs_why_and_until_when(self, requests_mock: Any, sleeps: List[float]) -> None:
+        data = spread(10, ANCHOR, ANCHOR + timedelta(hours=5))
+        fake = FakeHogQL(data).register(requests_mock)
+        fake.fail_next(429, self.BUDGET, {"Retry-After": "300"})
+
+        output = sync(fake)
+
+        assert Counter(uuids(records(output))) == Counter(event.uuid for event in data)
+        assert sleeps[0] == 301
+        (line,) = [log.log.message for log in output.logs if "budget" in log.log.message]
+        assert "bytes read" in line and "waiting 301 s, until 2025-06-01 12:05:01 UTC" in line
+        assert not output.errors
+
+    def test_given_the_budget_refills_later_than_the_bound_when_read_then_stops_with_a_transient_error_naming_when_and_keeps_the_checkpoint(
+        self, requests_mock: Any, sleeps: List[float]
+    ) -> None:
+        first_page = make_events(PAGE, ANCHOR, start=0, step=timedelta(minutes=30) / PAGE)
+        fake = FakeHogQL(first_page + spread(10, ANCHOR + timedelta(days=3), UPPER, first=5000)).register(requests_mock)
+        original = fake.__call__
+
+        def budget_after_first_page(request: Any, context: Any) -> Any:
+            if fake.calls == 2:
+                fake.fail_next(429, self.BUDGET, {"Retry-After": "2400"})
+            return original(request, context)
+
+        requests_mock.post(QUERY_URL, json=budget_after_first_page)
+
+        output = sync(fake)
+
+        assert sleeps == []
+        (error, *_) = [message.trace.error for message in output.errors]
+        assert error.failure_type == FailureType.transient_error
+        assert "run the sync again after 2025-06-01 12:40:01 UTC" in error.message and "api_queries_budget_exceeded" in error.message
         assert uuids(records(output)) == [event.uuid for event in first_page]
         assert final_state(output)["uuid"] == first_page[-1].uuid
 
