@@ -37,6 +37,7 @@ class PostHogConfig:
     anchor_date: pendulum.DateTime
     events_lookback_window_days: int
     events_page_size: int
+    events_visibility_tolerance_minutes: int
     request_timeout_seconds: int
 
     @property
@@ -61,6 +62,13 @@ def parse_config(config: Mapping[str, Any], now: Optional[pendulum.DateTime] = N
             settings.EVENTS_LOOKBACK_WINDOW_DAYS_DEFAULT,
             0,
             settings.EVENTS_LOOKBACK_WINDOW_DAYS_MAX,
+        ),
+        events_visibility_tolerance_minutes=_int_in_range(
+            config,
+            "events_visibility_tolerance_minutes",
+            settings.EVENTS_VISIBILITY_TOLERANCE_MINUTES_DEFAULT,
+            0,
+            settings.EVENTS_VISIBILITY_TOLERANCE_MINUTES_MAX,
         ),
         events_page_size=_int_in_range(
             config,

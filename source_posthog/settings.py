@@ -27,6 +27,11 @@ EVENTS_PAGE_SIZE_MIN = 1_000
 # Test seam: the bundled emulator has no ingestion delay, so its tests and the demo set
 # SOURCE_POSTHOG_INGESTION_LAG_SECONDS to a second or two instead of waiting two minutes.
 EVENTS_INGESTION_LAG = timedelta(seconds=float(os.environ.get("SOURCE_POSTHOG_INGESTION_LAG_SECONDS", "120")))
+# PostHog stamps `created_at` before the row reaches ClickHouse: seconds normally, 20+ minutes in
+# incidents, hours on some self-hosted instances (docs/posthog-api.md § 11.1). Events that become
+# queryable up to this long after their `created_at` are delivered (per-minute counts in state).
+EVENTS_VISIBILITY_TOLERANCE_MINUTES_DEFAULT = 30
+EVENTS_VISIBILITY_TOLERANCE_MINUTES_MAX = 24 * 60
 # Late events (offline mobile clients): re-swept on every incremental sync over this horizon.
 EVENTS_LOOKBACK_WINDOW_DAYS_DEFAULT = 7
 EVENTS_LOOKBACK_WINDOW_DAYS_MAX = 90

@@ -11,7 +11,7 @@ Strictness (the less convenient PostHog behaviour, on purpose):
   and is recorded in `rejected`, so a test sees it;
 - LIMIT is silently capped at 50,000 and `hasMore` is never computed for an explicit LIMIT
   (docs/posthog-api.md § 4.2);
-- an event is visible only once PostHog has ingested it (`created_at <= now`);
+- an event is visible only once PostHog has made it queryable (`visible_at`, default `created_at`, `<= now`);
 - `properties` is returned as a JSON string; timestamps are rendered in the project's time zone
   (`render_offset`), as HogQL does.
 """
@@ -68,6 +68,10 @@ class Event:
     properties: Dict[str, Any] = field(default_factory=lambda: {"$browser": "Chrome"})
     elements_chain: str = ""
     person_id: str = "01903a5e-7c1d-7000-8000-3c0f5b7a1e21"
+    visible_at: Optional[datetime] = None  # when PostHog makes it queryable (None: at created_at)
+
+    def visible(self, now: datetime) -> bool:
+        return (self.visible_at or self.created_at) <= now
 
 
 def make_events(
@@ -99,6 +103,11 @@ _QUERY = re.compile(
 _COUNT_QUERY = re.compile(
     r"^SELECT toStartOfHour\(timestamp\) AS hour, count\(\) AS events FROM events WHERE (?P<where>.+) "
     r"GROUP BY hour ORDER BY hour ASC LIMIT (?P<limit>\d+)$",
+    re.S,
+)
+_MINUTES_QUERY = re.compile(
+    r"^SELECT toStartOfMinute\(created_at\) AS minute, count\(\) AS events FROM events WHERE (?P<where>.+) "
+    r"GROUP BY minute ORDER BY minute ASC LIMIT (?P<limit>\d+)$",
     re.S,
 )
 TIMEOUT_504 = {
@@ -222,11 +231,15 @@ class ParsedQuery:
     limit: int
     predicate: Callable[[Event], bool]
     hourly_counts: bool = False
+    minute_counts: bool = False
 
 
 def parse_query(query: str) -> ParsedQuery:
     if re.search(r"\bOFFSET\b", query, re.I):
         raise HogQLRejected("OFFSET is not allowed for personal API keys")
+    minutes = _MINUTES_QUERY.match(query)
+    if minutes:
+        return ParsedQuery(("minute", "events"), minutes.group("where"), int(minutes.group("limit")), compile_condition(minutes.group("where")), minute_counts=True)
     counts = _COUNT_QUERY.match(query)
     if counts:
         return ParsedQuery(("hour", "events"), counts.group("where"), int(counts.group("limit")), compile_condition(counts.group("where")), True)
@@ -311,19 +324,22 @@ class FakeHogQL:
             context.status_code = 504
             return dict(TIMEOUT_504)
         matching = sorted(
-            (event for event in self.events if event.created_at <= now and parsed.predicate(event)),
+            (event for event in self.events if event.visible(now) and parsed.predicate(event)),
             key=lambda event: (event.timestamp, event.uuid),
         )
         response = load_template("query_events")
-        if parsed.hourly_counts:
+        if parsed.hourly_counts or parsed.minute_counts:
             hours: Dict[datetime, int] = {}
             for event in matching:
-                hour = event.timestamp.replace(minute=0, second=0, microsecond=0)
+                if parsed.minute_counts:
+                    hour = event.created_at.replace(second=0, microsecond=0)
+                else:
+                    hour = event.timestamp.replace(minute=0, second=0, microsecond=0)
                 hours[hour] = hours.get(hour, 0) + 1
             self.count_queries += 1
             response.update(
                 results=[[self._render(hour), count] for hour, count in sorted(hours.items())][: min(parsed.limit, SERVER_LIMIT_CAP)],
-                columns=["hour", "events"], types=[["hour", "DateTime('UTC')"], ["events", "UInt64"]], hasMore=False,
+                columns=list(parsed.columns), types=[[parsed.columns[0], "DateTime('UTC')"], ["events", "UInt64"]], hasMore=False,
                 limit=parsed.limit, offset=0, query=query, hogql=query,
             )
             return response
@@ -345,7 +361,7 @@ class FakeHogQL:
         start = re.search(r"timestamp >= toDateTime64\('([^']+)'", where)
         end = re.search(r"timestamp < toDateTime64\('([^']+)'", where)
         low, high = (datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc) for m in (start, end))
-        return sum(1 for event in self.events if low <= event.timestamp < high and event.created_at <= now)
+        return sum(1 for event in self.events if low <= event.timestamp < high and event.visible(now))
 
     def _row(self, event: Event, columns: Sequence[str]) -> List[Any]:
         values = {

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from source_posthog.posthog.events_plan import CountQuery, EventsPlan, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow
+from source_posthog.posthog.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow
 from source_posthog.posthog.hogql import KeysetPosition
 from unit_tests.hogql_fake import Event, event_uuid, parse_query, utc
 
@@ -27,7 +27,7 @@ LOOKBACK = timedelta(days=7)
 def matching(events: Sequence[Event], query: Any, now: datetime) -> List[Event]:
     """The visible events matching the query's WHERE (parsed by the strict fake), ordered."""
     parsed = parse_query(query.hogql())
-    return sorted((e for e in events if e.created_at <= now and parsed.predicate(e)), key=lambda e: (e.timestamp, e.uuid))
+    return sorted((e for e in events if e.visible(now) and parsed.predicate(e)), key=lambda e: (e.timestamp, e.uuid))
 
 
 def serve(events: Sequence[Event], query: PageQuery, now: datetime) -> List[Event]:
@@ -55,6 +55,9 @@ def step(plan: EventsPlan, events: Sequence[Event], now: datetime, scan_limit: O
     query = plan.next_query()
     if isinstance(query, CountQuery):
         return plan.after_counts(query, hours_of(events, query, now)), None
+    if isinstance(query, MinuteCountQuery):
+        minutes = Counter(e.created_at.replace(second=0, microsecond=0) for e in matching(events, query, now))
+        return plan.after_minutes(query, sorted(minutes.items())), None
     if scan_limit is not None and scanned(events, query) > scan_limit:
         return plan.after_timeout(query), None
     rows = serve(events, query, now)
@@ -86,8 +89,14 @@ def queries_of(plan: EventsPlan, events: Sequence[Event], now: datetime, scan_li
     return count
 
 
-def begin(state: Optional[EventsState], page_size: int, upper: datetime = UPPER, incremental: bool = True, lookback: timedelta = LOOKBACK) -> EventsPlan:
-    return EventsPlan.begin(state, ANCHOR, upper, page_size, lookback, incremental)
+TOLERANCE = timedelta(minutes=30)
+
+
+def begin(
+    state: Optional[EventsState], page_size: int, upper: datetime = UPPER, incremental: bool = True, lookback: timedelta = LOOKBACK,
+    tolerance: timedelta = TOLERANCE,
+) -> EventsPlan:
+    return EventsPlan.begin(state, ANCHOR, upper, page_size, lookback, incremental, tolerance)
 
 
 def random_events(rng: random.Random, count: int) -> List[Event]:
@@ -271,3 +280,48 @@ class TestStateParsing:
     def test_given_a_state_that_cannot_be_trusted_then_invalid(self, value: object, problem: str) -> None:
         with pytest.raises(InvalidEventsState, match=problem):
             EventsState.from_dict(value, 2)
+
+
+class TestVisibilityDelay:
+    """PostHog makes an event queryable some time after it stamps `created_at` (§ 11.1)."""
+
+    def _syncs(self, delay: timedelta, tolerance: timedelta, hourly: int = 4, page_size: int = 20) -> Tuple[Counter, List[Event], int]:
+        """`hourly` incremental syncs one hour apart over a world where new events keep arriving,
+        each queryable `delay` after its created_at. Returns deliveries, the world, and how many
+        events the syncs re-emitted."""
+        rng = random.Random(42)
+        world: List[Event] = []
+        delivered: Counter = Counter()
+        state = None
+        clock = UPPER
+        for sync in range(hourly + 1):
+            start = clock - timedelta(hours=1)
+            for n in range(120):  # events of the last hour, stamped as they arrive
+                at = start + timedelta(seconds=rng.uniform(0, 3600))
+                world.append(Event(event_uuid(sync * 10_000 + n), at, at, visible_at=at + delay))
+            upper = clock - timedelta(minutes=2)
+            pages, states, plan = run(EventsPlan.begin(state, ANCHOR, upper, page_size, LOOKBACK, True, tolerance), world, now=clock)
+            delivered.update(flat(pages))
+            state = plan.state
+            clock += timedelta(hours=1)
+        # What was stamped before the last sync's watermark minus the tolerance must be there.
+        due = [e for e in world if e.created_at <= clock - timedelta(hours=1) - timedelta(minutes=2) - tolerance]
+        return delivered, due, sum(delivered.values()) - len(delivered)
+
+    def test_given_events_queryable_20_minutes_after_created_at_when_synced_hourly_then_none_is_lost(self) -> None:
+        delivered, due, _ = self._syncs(delay=timedelta(minutes=20), tolerance=TOLERANCE)
+        assert not [e.uuid for e in due if e.uuid not in delivered]
+
+    def test_given_the_check_off_and_a_20_minute_delay_then_events_are_lost(self) -> None:
+        delivered, due, _ = self._syncs(delay=timedelta(minutes=20), tolerance=timedelta(0))
+        assert [e.uuid for e in due if e.uuid not in delivered], "the emulated delay must lose events without the check"
+
+    def test_given_no_delay_when_synced_hourly_then_nothing_is_re_emitted(self) -> None:
+        delivered, due, duplicates = self._syncs(delay=timedelta(0), tolerance=TOLERANCE)
+        assert not [e.uuid for e in due if e.uuid not in delivered]
+        assert duplicates == 0
+
+    def test_the_snapshot_and_recheck_survive_the_state_round_trip(self) -> None:
+        _, _, plan = run(begin(None, 10), random_events(random.Random(1), 50), now=UPPER)
+        assert plan.state.snapshot is not None
+        assert EventsState.from_dict(plan.state.to_dict(), 2) == plan.state

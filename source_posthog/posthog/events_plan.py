@@ -31,12 +31,13 @@ from datetime import datetime, timedelta
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from source_posthog import settings
-from source_posthog.posthog.hogql import KeysetPosition, events_count_query, events_page_query
+from source_posthog.posthog.hogql import KeysetPosition, created_minutes_count_query, events_count_query, events_page_query
 from source_posthog.posthog.timestamps import parse_timestamp, utc_iso
 
 MICROSECOND = timedelta(microseconds=1)
 HOUR = timedelta(hours=1)
-MAIN, SWEEP = "main", "sweep"
+MAIN, SWEEP, RECHECK = "main", "sweep", "recheck"
+MINUTE = timedelta(minutes=1)
 # Windows of ~8 pages: a window of R events costs floor(R/page) + 1 queries, so the main pass of
 # N events costs at most N/page + (number of windows) ≈ 1.25 × N/page (docs/posthog-api.md § 6).
 WINDOW_TARGET_PAGES = 8
@@ -56,10 +57,75 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """Events per `created_at` minute in (through - tolerance, through], among events with
+    `timestamp >= floor`, counted before the reads that delivered them. An event PostHog had
+    stamped but not yet made queryable is missing from its minute; when the next sync counts the
+    same minutes again, a minute that changed is read again (Recheck)."""
+
+    floor: datetime
+    through: datetime
+    counts: Tuple[Tuple[datetime, int], ...]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"floor": utc_iso(self.floor), "through": utc_iso(self.through), "counts": {utc_iso(minute): n for minute, n in self.counts}}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "Snapshot":
+        raw = _mapping(raw)
+        counts = _mapping(raw.get("counts") or {})
+        parsed = []
+        for minute, n in counts.items():
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise InvalidEventsState(f"snapshot count for {str(minute)[:40]!r} is not a whole number")
+            parsed.append((_timestamp({"minute": minute}, "minute"), n))
+        return cls(_timestamp(raw, "floor"), _timestamp(raw, "through"), tuple(sorted(parsed)))
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """Minutes whose count changed since the last sync's snapshot, read again: `created_at` in
+    each of `ranges`, `timestamp` from `floor` up to `until` (the last sync's position)."""
+
+    floor: datetime
+    until: KeysetPosition
+    old: Optional[Snapshot] = None  # still to compare (the ranges are not known yet)
+    ranges: Tuple[Tuple[datetime, datetime], ...] = ()
+    position: Optional[KeysetPosition] = None  # keyset position inside ranges[0]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "floor": utc_iso(self.floor),
+            "until": {"timestamp": utc_iso(self.until.timestamp), "uuid": self.until.uuid},
+            "old": self.old.to_dict() if self.old else None,
+            "ranges": [[utc_iso(a), utc_iso(b)] for a, b in self.ranges],
+            "position": {"timestamp": utc_iso(self.position.timestamp), "uuid": self.position.uuid} if self.position else None,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "Recheck":
+        raw = _mapping(raw)
+        until = _mapping(raw.get("until"))
+        ranges = raw.get("ranges") or []
+        if not isinstance(ranges, list) or not all(isinstance(r, list) and len(r) == 2 for r in ranges):
+            raise InvalidEventsState("'recheck.ranges' must be a list of [from, to] pairs")
+        position = _mapping(raw["position"]) if raw.get("position") else None
+        return cls(
+            _timestamp(raw, "floor"),
+            KeysetPosition(_timestamp(until, "timestamp"), _uuid_or_none(until.get("uuid"))),
+            Snapshot.from_dict(raw["old"]) if raw.get("old") else None,
+            tuple((_timestamp({"t": a}, "t"), _timestamp({"t": b}, "t")) for a, b in ranges),
+            KeysetPosition(_timestamp(position, "timestamp"), _uuid_or_none(position.get("uuid"))) if position else None,
+        )
+
+
+@dataclass(frozen=True)
 class EventsState:
     position: KeysetPosition
     ingested_through: Optional[datetime] = None
     sweep: Optional[Sweep] = None
+    snapshot: Optional[Snapshot] = None
+    recheck: Optional[Recheck] = None
 
     def to_dict(self) -> Dict[str, Any]:
         state: Dict[str, Any] = {"timestamp": utc_iso(self.position.timestamp), "uuid": self.position.uuid}
@@ -71,6 +137,10 @@ class EventsState:
                 "uuid": self.sweep.position.uuid,
                 "ingested_after": utc_iso(self.sweep.ingested_after),
             }
+        if self.snapshot is not None:
+            state["snapshot"] = self.snapshot.to_dict()
+        if self.recheck is not None:
+            state["recheck"] = self.recheck.to_dict()
         return state
 
     @classmethod
@@ -91,7 +161,9 @@ class EventsState:
         if value.get("sweep"):
             raw = _mapping(value["sweep"])
             sweep = Sweep(KeysetPosition(_timestamp(raw, "timestamp"), _uuid_or_none(raw.get("uuid"))), _timestamp(raw, "ingested_after"))
-        return cls(position, ingested_through, sweep)
+        snapshot = Snapshot.from_dict(value["snapshot"]) if value.get("snapshot") else None
+        recheck = Recheck.from_dict(value["recheck"]) if value.get("recheck") else None
+        return cls(position, ingested_through, sweep, snapshot, recheck)
 
 
 @dataclass(frozen=True)
@@ -134,6 +206,21 @@ class CountQuery:
 
 
 @dataclass(frozen=True)
+class MinuteCountQuery:
+    """Events per `created_at` minute in (after, through] with `timestamp >= floor`: a snapshot
+    of this sync's watermark (`purpose` "snapshot"), or the last one counted again ("compare")."""
+
+    purpose: str
+    floor: datetime
+    after: datetime
+    through: datetime
+    limit: int = COUNT_ROWS_MAX
+
+    def hogql(self) -> str:
+        return created_minutes_count_query(self.floor, self.after, self.through, self.limit)
+
+
+@dataclass(frozen=True)
 class Page:
     """What a page read told the plan: how many rows, the last `(timestamp, uuid)`, and whether
     PostHog may hold more in the same window (a full page, or `hasMore`)."""
@@ -166,8 +253,11 @@ class EventsPlan:
     main_ingested_through: Optional[datetime] = None
     # The main pass's windows still to read (the first is the current one); () = plan them next.
     windows: Tuple[Window, ...] = ()
-    # A sweep narrowed after a timeout reads [sweep position, + sweep_span) at a time.
+    # A sweep (or recheck) narrowed after a timeout reads [its position, + sweep_span) at a time.
     sweep_span: Optional[timedelta] = None
+    # How long after `created_at` an event may still become queryable (0: not checked).
+    tolerance: timedelta = timedelta(0)
+    lookback: timedelta = timedelta(0)
 
     @classmethod
     def begin(
@@ -178,21 +268,44 @@ class EventsPlan:
         page_size: int,
         lookback: timedelta,
         incremental: bool,
+        tolerance: timedelta = timedelta(0),
     ) -> "EventsPlan":
         sweeping = incremental and lookback > timedelta(0)
         if not incremental or state is None:
             state = EventsState(KeysetPosition(anchor), ingested_through=upper)
-        elif state.sweep is None and state.ingested_through is not None and sweeping and state.ingested_through < upper:
-            start = KeysetPosition(state.position.timestamp - lookback)
-            state = replace(state, sweep=Sweep(start, state.ingested_through), ingested_through=upper)
-        elif state.sweep is None:
+        elif state.sweep is None and state.recheck is None and state.ingested_through is not None and state.ingested_through < upper:
+            # A new sync: sweep for late arrivals, and recheck the minutes of the last watermark.
+            old, through = state.snapshot, state.ingested_through
+            sweep = Sweep(KeysetPosition(state.position.timestamp - lookback), through) if sweeping else None
+            recheck = Recheck(old.floor, state.position, old) if old is not None and tolerance > timedelta(0) else None
+            state = replace(state, sweep=sweep, recheck=recheck, snapshot=None, ingested_through=upper)
+        elif state.sweep is None and state.recheck is None:
             state = replace(state, ingested_through=max(upper, state.ingested_through or upper))
+        if not incremental or tolerance <= timedelta(0):
+            state = replace(state, snapshot=None, recheck=None)
         # With sweeps on, the main pass leaves events ingested after the watermark to the next
         # sync's sweep; otherwise an event ingested during the lag would be read twice.
-        return cls(state, upper, page_size, main_ingested_through=state.ingested_through if sweeping else None)
+        main_through = state.ingested_through if sweeping else None
+        return cls(state, upper, page_size, main_ingested_through=main_through, tolerance=tolerance if incremental else timedelta(0), lookback=lookback)
 
-    def next_query(self) -> Optional[Union[PageQuery, CountQuery]]:
+    def next_query(self) -> Optional[Union[PageQuery, CountQuery, MinuteCountQuery]]:
         state = self.state
+        if self.tolerance and state.snapshot is None:
+            # Before any read: this sync's watermark minutes as they are now.
+            through = state.ingested_through
+            return MinuteCountQuery("snapshot", through - self.tolerance - self.lookback, through - self.tolerance, through)
+        if state.recheck is not None:
+            recheck = state.recheck
+            if recheck.old is not None:
+                old = recheck.old
+                return MinuteCountQuery("compare", old.floor, old.through - self.tolerance, old.through)
+            if recheck.ranges:
+                low, high = recheck.ranges[0]
+                start = recheck.position.timestamp if recheck.position else recheck.floor
+                end = recheck.until.timestamp + MICROSECOND if recheck.until.uuid else recheck.until.timestamp
+                if self.sweep_span is not None:
+                    end = min(end, start + self.sweep_span)
+                return PageQuery(RECHECK, start, end, recheck.position, recheck.until, low - MICROSECOND, high - MICROSECOND, self.page_size)
         if state.sweep is not None:
             # Up to and including the position: the main pass reads what comes after it.
             position, start = state.position, state.sweep.position.timestamp
@@ -216,10 +329,36 @@ class EventsPlan:
             return replace(self, state=replace(self.state, position=KeysetPosition(end)))
         return replace(self, windows=windows)
 
+    def after_minutes(self, query: MinuteCountQuery, minutes: Sequence[Tuple[datetime, int]]) -> "EventsPlan":
+        counts = tuple(sorted((minute, n) for minute, n in minutes if n))
+        state = self.state
+        if query.purpose == "snapshot":
+            return replace(self, state=replace(state, snapshot=Snapshot(query.floor, query.through, counts)))
+        old = dict(state.recheck.old.counts)
+        now = dict(counts)
+        changed = sorted(minute for minute in set(old) | set(now) if old.get(minute, 0) != now.get(minute, 0))
+        ranges = []
+        for minute in changed:  # contiguous minutes become one range
+            if ranges and ranges[-1][1] == minute:
+                ranges[-1] = (ranges[-1][0], minute + MINUTE)
+            else:
+                ranges.append((minute, minute + MINUTE))
+        recheck = replace(state.recheck, old=None, ranges=tuple(ranges)) if ranges else None
+        return replace(self, state=replace(state, recheck=recheck))
+
     def after_page(self, query: PageQuery, page: Page) -> "EventsPlan":
         """The plan once `page`, the answer to `query`, has been delivered."""
         state = self.state
         more = page.full and page.last is not None
+        if query.phase == RECHECK:
+            recheck = state.recheck
+            if more:
+                return replace(self, state=replace(state, recheck=replace(recheck, position=page.last)))
+            final_end = recheck.until.timestamp + MICROSECOND if recheck.until.uuid else recheck.until.timestamp
+            if self.sweep_span is not None and query.end < final_end:
+                return replace(self, state=replace(state, recheck=replace(recheck, position=KeysetPosition(query.end))))
+            rest = recheck.ranges[1:]
+            return replace(self, state=replace(state, recheck=replace(recheck, ranges=rest, position=None) if rest else None), sweep_span=None)
         if query.phase == SWEEP:
             if more:
                 return replace(self, state=replace(state, sweep=replace(state.sweep, position=page.last)))
@@ -236,7 +375,7 @@ class EventsPlan:
         span = query.end - query.start
         if span > MICROSECOND:
             half = max(span / 2, MICROSECOND)
-            if query.phase == SWEEP:
+            if query.phase in (SWEEP, RECHECK):
                 return replace(self, sweep_span=half)
             current = self.windows[0]
             middle = query.start + half

@@ -103,3 +103,14 @@ def events_count_query(start: datetime, end: datetime, ingested_through: Optiona
         f"SELECT toStartOfHour(timestamp) AS hour, count() AS events FROM events WHERE {' AND '.join(conditions)} "
         f"GROUP BY hour ORDER BY hour ASC LIMIT {int(limit)}"
     )
+
+
+def created_minutes_count_query(floor: datetime, after: datetime, through: datetime, limit: int = 50_000) -> str:
+    """Events per `created_at` minute in (after, through], among those with `timestamp >= floor`."""
+    if not 1 <= limit <= 50_000:
+        raise ValueError(f"LIMIT {limit} outside 1..50000")
+    return (
+        f"SELECT toStartOfMinute(created_at) AS minute, count() AS events FROM events "
+        f"WHERE timestamp >= {datetime_literal(floor)} AND created_at > {datetime_literal(after)} AND created_at <= {datetime_literal(through)} "
+        f"GROUP BY minute ORDER BY minute ASC LIMIT {int(limit)}"
+    )

@@ -27,7 +27,7 @@ from airbyte_cdk.sources.streams import CheckpointMixin
 from source_posthog import settings
 from source_posthog.posthog.envelopes import MalformedBody, hogql_records
 from source_posthog.http import PostHogErrorHandler, error_detail, is_query_timeout
-from source_posthog.posthog.events_plan import CountQuery, EventsPlan, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
+from source_posthog.posthog.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
 from source_posthog.posthog.timestamps import parse_timestamp
 from source_posthog.state import StateError, not_in_future
 from source_posthog.streams.base import PostHogStream, malformed_response, where
@@ -91,6 +91,7 @@ class Events(PostHogStream, CheckpointMixin):
                 page_size=self.page_size,
                 lookback=timedelta(days=self.config.events_lookback_window_days),
                 incremental=incremental,
+                tolerance=timedelta(minutes=self.config.events_visibility_tolerance_minutes),
             )
         )
         while (query := self._plan.next_query()) is not None:
@@ -107,8 +108,8 @@ class Events(PostHogStream, CheckpointMixin):
         return {}
 
     def request_body_json(self, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Optional[Mapping[str, Any]]:
-        query: Union[PageQuery, CountQuery] = stream_slice["query"]
-        name = "airbyte_source_posthog_events_counts" if isinstance(query, CountQuery) else "airbyte_source_posthog_events"
+        query: Union[PageQuery, CountQuery, MinuteCountQuery] = stream_slice["query"]
+        name = "airbyte_source_posthog_events_counts" if isinstance(query, (CountQuery, MinuteCountQuery)) else "airbyte_source_posthog_events"
         return {"query": {"kind": "HogQLQuery", "query": query.hogql()}, "name": name, "refresh": "blocking"}
 
     def get_error_handler(self) -> PostHogErrorHandler:
@@ -145,6 +146,9 @@ class Events(PostHogStream, CheckpointMixin):
         if isinstance(query, CountQuery):
             self._advance(self._plan.after_counts(query, self._hours(body, response)))
             return
+        if isinstance(query, MinuteCountQuery):
+            self._advance(self._plan.after_minutes(query, self._hours(body, response)))
+            return
         rows = len(body["results"])
         last: Optional[Mapping[str, Any]] = None
         emitted_at = int(time.time() * 1000)
@@ -171,4 +175,4 @@ class Events(PostHogStream, CheckpointMixin):
         try:
             return [(parse_timestamp(hour), int(count)) for hour, count in body["results"]]
         except (TypeError, ValueError) as error:
-            raise malformed_response(where(response), f"the hourly counts cannot be read ({type(error).__name__}: {error})")
+            raise malformed_response(where(response), f"the counts cannot be read ({type(error).__name__}: {error})")

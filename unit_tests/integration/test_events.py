@@ -182,7 +182,11 @@ class TestEventsKeysetPagination:
 
         output = sync(None)
 
-        assert final_state(output) == {"timestamp": iso(UPPER), "uuid": None, "ingested_through": iso(UPPER), "project_id": PROJECT_ID}
+        state = final_state(output)
+        snapshot = state.pop("snapshot")
+        assert state == {"timestamp": iso(UPPER), "uuid": None, "ingested_through": iso(UPPER), "project_id": PROJECT_ID}
+        # the created_at minutes of the last half hour before the watermark, as counted before the reads
+        assert snapshot["through"] == iso(UPPER) and snapshot["floor"] == iso(UPPER - timedelta(days=7, minutes=30))
 
     def test_given_state_when_read_then_only_newer_events(self, requests_mock: Any) -> None:
         cursor = utc("2025-05-25T00:00:00Z")
@@ -406,7 +410,7 @@ class TestEventsRateLimits:
         original = fake.__call__
 
         def throttle_after_first_page(request: Any, context: Any) -> Any:
-            if fake.calls >= 2:  # after the hourly counts and the first page
+            if fake.calls >= 3:  # after the watermark snapshot, the hourly counts and the first page
                 fake.fail_next(429, load_template("error_429_concurrency"))
             return original(request, context)
 
@@ -414,7 +418,7 @@ class TestEventsRateLimits:
 
         output = sync(fake)
 
-        assert fake.calls == 2 + 6
+        assert fake.calls == 3 + 6
         assert sleeps == [6, 11, 21, 41, 81]
         (error, *_) = [message.trace.error for message in output.errors]
         assert error.failure_type == FailureType.transient_error
@@ -449,7 +453,7 @@ class TestEventsReadBudget:
         original = fake.__call__
 
         def budget_after_first_page(request: Any, context: Any) -> Any:
-            if fake.calls == 2:
+            if fake.calls == 3:
                 fake.fail_next(429, self.BUDGET, {"Retry-After": "2400"})
             return original(request, context)
 
