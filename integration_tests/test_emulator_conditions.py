@@ -21,6 +21,7 @@ import requests
 from integration_tests.emulator import KEYS, PROJECT_ID, EmulatorConfig, EmulatorProcess, EmulatorServer
 from integration_tests.emulator import conditions as cond
 from integration_tests.emulator.data import DataParams
+from integration_tests.test_emulator import auth, make_emu  # noqa: F401  (the fixture and helper have one home)
 
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 COLUMNS = "uuid, event, timestamp, distinct_id, properties, elements_chain, person_id, created_at"
@@ -30,27 +31,6 @@ COLUMNS = "uuid, event, timestamp, distinct_id, properties, elements_chain, pers
 def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("emulator-cache")
 
-
-@pytest.fixture
-def make_emu(data_dir):
-    started = []
-
-    def make(**kw):
-        kw.setdefault("events", 400)
-        kw.setdefault("seed", 5)
-        kw.setdefault("base_time", BASE)
-        kw.setdefault("data_dir", data_dir)
-        server = EmulatorServer(EmulatorConfig(**kw)).start()
-        started.append(server)
-        return server
-
-    yield make
-    for s in started:
-        s.stop()
-
-
-def auth(key: str = "all_access") -> dict:
-    return {"Authorization": f"Bearer {KEYS[key]}"}
 
 
 def hog(e, query, timeout=60):

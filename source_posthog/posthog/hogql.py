@@ -42,6 +42,13 @@ def uuid_literal(value: str) -> str:
     return f"toUUID({quote_string(str(uuid.UUID(str(value))))})"
 
 
+def checked_limit(limit: int) -> int:
+    """An explicit LIMIT within PostHog's silent cap of 50,000 rows (§ 4.2)."""
+    if not 1 <= limit <= 50_000:
+        raise ValueError(f"LIMIT {limit} outside 1..50000")
+    return int(limit)
+
+
 @dataclass(frozen=True)
 class KeysetPosition:
     """A point in the (timestamp, uuid) order.
@@ -83,11 +90,9 @@ def events_page_query(
         conditions.append(f"created_at > {datetime_literal(ingested_after)}")
     if ingested_through is not None:
         conditions.append(f"created_at <= {datetime_literal(ingested_through)}")
-    if not 1 <= limit <= 50_000:
-        raise ValueError(f"LIMIT {limit} outside 1..50000")
     return (
         f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {' AND '.join(conditions)} "
-        f"ORDER BY timestamp ASC, uuid ASC LIMIT {int(limit)}"
+        f"ORDER BY timestamp ASC, uuid ASC LIMIT {checked_limit(limit)}"
     )
 
 
@@ -95,22 +100,17 @@ def events_count_query(start: datetime, end: datetime, ingested_through: Optiona
     """Events per hour in [start, end) (only the hours that hold any), to plan windows from the
     data instead of probing empty ranges: a cheap aggregate (it reads `timestamp` alone)."""
     conditions = [f"timestamp >= {datetime_literal(start)}", f"timestamp < {datetime_literal(end)}"]
-    if ingested_through is not None:
-        conditions.append(f"created_at <= {datetime_literal(ingested_through)}")
-    if not 1 <= limit <= 50_000:
-        raise ValueError(f"LIMIT {limit} outside 1..50000")
+    conditions += [f"created_at <= {datetime_literal(ingested_through)}"] if ingested_through is not None else []
     return (
         f"SELECT toStartOfHour(timestamp) AS hour, count() AS events FROM events WHERE {' AND '.join(conditions)} "
-        f"GROUP BY hour ORDER BY hour ASC LIMIT {int(limit)}"
+        f"GROUP BY hour ORDER BY hour ASC LIMIT {checked_limit(limit)}"
     )
 
 
 def created_minutes_count_query(floor: datetime, after: datetime, through: datetime, limit: int = 50_000) -> str:
     """Events per `created_at` minute in (after, through], among those with `timestamp >= floor`."""
-    if not 1 <= limit <= 50_000:
-        raise ValueError(f"LIMIT {limit} outside 1..50000")
     return (
         f"SELECT toStartOfMinute(created_at) AS minute, count() AS events FROM events "
         f"WHERE timestamp >= {datetime_literal(floor)} AND created_at > {datetime_literal(after)} AND created_at <= {datetime_literal(through)} "
-        f"GROUP BY minute ORDER BY minute ASC LIMIT {int(limit)}"
+        f"GROUP BY minute ORDER BY minute ASC LIMIT {checked_limit(limit)}"
     )
