@@ -23,10 +23,12 @@ from test_support.secrets import known_secrets, leaked
 
 REPO = Path(__file__).resolve().parent.parent
 INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time"}
-PRIMARY_KEYS = {"events": ("uuid",), "property_definitions": ("type", "id")}
+PRIMARY_KEYS = {"events": ("uuid",), "property_definitions": ("type", "id"), "group_types": ("group_type_index",),
+                "groups": ("group_type_index", "group_key")}
 ALL_STREAMS = (
     "projects", "cohorts", "feature_flags", "insights", "annotations", "actions", "event_definitions",
-    "property_definitions", "persons", "session_recordings", "events",
+    "property_definitions", "group_types", "groups", "dashboards", "experiments", "surveys", "persons",
+    "session_recordings", "events",
 )
 
 

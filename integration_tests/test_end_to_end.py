@@ -1,6 +1,6 @@
 """The real `source-posthog` command against the emulator: every stream equals the ground truth.
 
-A full sync of all eleven streams, then the data changes (new, late and updated records), then
+A full sync of all sixteen streams, then the data changes (new, late and updated records), then
 an incremental sync from the last state delivers exactly what changed.
 """
 

@@ -40,7 +40,7 @@ def load_template(name: str) -> Dict[str, Any]:
 def record(template: str, **fields: Any) -> Dict[str, Any]:
     """The first record of a list template, with `fields` replaced."""
     body = load_template(template)
-    results = body["results"] if isinstance(body, dict) and "results" in body else [body]
+    results = body if isinstance(body, list) else body["results"] if isinstance(body, dict) and "results" in body else [body]
     return {**copy.deepcopy(results[0]), **fields}
 
 
@@ -312,6 +312,11 @@ PROBED = {  # stream → (resource path under the project, or None for /api/proj
     "actions": ("actions", "action:read"),
     "event_definitions": ("event_definitions", "event_definition:read"),
     "property_definitions": ("property_definitions", "property_definition:read"),
+    "group_types": ("groups_types", "group:read"),
+    "groups": ("groups", "group:read"),
+    "dashboards": ("dashboards", "dashboard:read"),
+    "experiments": ("experiments", "experiment:read"),
+    "surveys": ("surveys", "survey:read"),
     "persons": ("persons", "person:read"),
     "session_recordings": ("session_recordings", "session_recording:read"),
     "events": ("query", "query:read"),
@@ -339,6 +344,10 @@ def mock_scope_probes(http_mocker: Any, refused: Optional[List[str]] = None) -> 
             response = PostHogResponse(load_template("query_events")).with_field("results", []).build()
         elif stream == "session_recordings":
             response = PostHogResponse({"results": [], "has_next": False, "version": 4}).build()
+        elif stream == "group_types":
+            response = PostHogResponse([]).build()  # a bare array (docs/posthog-api.md § 14.1)
+        elif stream == "groups":
+            response = PostHogResponse({"next": None, "previous": None, "results": []}).build()
         else:
             response = PostHogResponse({"count": 0, "next": None, "previous": None, "results": []}).build()
         if stream == "events":

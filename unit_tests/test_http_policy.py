@@ -340,7 +340,7 @@ class TestSharedBudget:
     def test_every_stream_shares_one_budget(self, config: Any) -> None:
         streams = SourcePosthog().streams(config)
         budgets = {id(budget_used_by(stream)) for stream in streams}
-        assert len(streams) == 11 and len(budgets) == 1
+        assert len(streams) == 16 and len(budgets) == 1
         assert all(budget_used_by(stream) is stream.api_budget for stream in streams)
         assert isinstance(streams[0].api_budget, HttpAPIBudget)
 

@@ -609,7 +609,8 @@ class Store:
     # -- ground truth ---------------------------------------------------------------------
 
     STREAMS = ("events", "persons", "projects", "cohorts", "feature_flags", "insights", "annotations", "actions",
-               "session_recordings", "event_definitions", "property_definitions")
+               "session_recordings", "event_definitions", "property_definitions", "group_types", "groups",
+               "dashboards", "experiments", "surveys")
 
     def ground_truth(self, stream: str | None = None, project_id: int = PROJECT_ID, visible_only: bool = False) -> Any:
         """Primary keys of everything the all_access key can read in ``project_id``. Events: every row

@@ -14,6 +14,7 @@ pagination conventions of posthog-api.md § 2 are implemented here:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import time
@@ -21,12 +22,13 @@ import uuid as uuid_mod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
 from . import conditions as cond
 from . import hogql
+from . import resources as resources_mod
 from . import timeutil as tu
 from .data import Store
 from .keys import ApiKey
@@ -293,6 +295,114 @@ def property_definitions_list(ctx: Ctx) -> Result:
     entries = ctx.store.resources.ordered("property_definitions", ctx.project_id)
     entries = [e for e in entries if e.extra["type"] == ptype and (ptype != "group" or e.extra["group_type_index"] == gti)]
     entries = _search(entries, ctx, "name")
+    return drf_page(ctx, [e.item for e in entries])
+
+
+# --------------------------------------------------------------------------------------------
+# Groups, dashboards, experiments, surveys (§ 14)
+# --------------------------------------------------------------------------------------------
+
+
+def group_types_list(ctx: Ctx) -> Result:
+    """Not paginated: a bare JSON array of the project's group types, by group_type_index (§ 14.1)."""
+    items = [e.item for e in ctx.store.resources.ordered("group_types", ctx.project_id)]
+    return Result(items, len(items))
+
+
+def _groups_cursor(created_us: int, key: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"c": created_us, "k": key})).decode()
+
+
+def _groups_cursor_position(raw: str | None) -> tuple[int, str] | None:
+    """``_decode_groups_cursor``: an invalid or pre-``k`` cursor restarts from the first page."""
+    if not raw:
+        return None
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(raw))
+        if "k" not in data:
+            return None
+        created_us = int(data.get("c", 0))
+        if 0 < created_us < 1e15:  # milliseconds in older cursors
+            created_us *= 1000
+        return created_us, str(data.get("k", ""))
+    except Exception:
+        return None
+
+
+def groups_list(ctx: Ctx) -> Result:
+    """``group_type_index`` required (400 otherwise); ordered created_at DESC, key DESC; a fixed
+    page of 100 (no ``limit``); forward-only keyset ``cursor`` in an absolute ``next``;
+    ``previous`` always null; ``search`` and ``group_key`` filters (§ 14.2)."""
+    raw = ctx.params.get("group_type_index")
+    if not raw:
+        raise validation_error("You must pass ?group_type_index= in this URL. To get a list of valid group types, "
+                               "call /api/:project_id/groups_types/.", "group_type_index")
+    try:
+        index = int(raw)
+    except ValueError:
+        raise validation_error("A valid integer is required.", "group_type_index") from None
+    entries = [e for e in ctx.store.resources.ordered("groups", ctx.project_id) if e.extra["group_type_index"] == index]
+    if ctx.params.get("group_key"):
+        term = ctx.params["group_key"].lower()
+        entries = [e for e in entries if term in e.item["group_key"].lower()]
+    search = ctx.params.get("search")
+    if search:
+        term = search.lower()
+        entries = [e for e in entries if e.item["group_key"].lower() == term
+                   or term in orjson.dumps(e.item["group_properties"]).decode().lower()]
+    position = _groups_cursor_position(ctx.params.get("cursor"))
+    if position is not None:
+        c, k = position
+        entries = [e for e in entries if e.extra["created_us"] < c or (e.extra["created_us"] == c and e.item["group_key"] < k)]
+    page = entries[:resources_mod.GROUPS_PAGE_SIZE]
+    nxt = None
+    if len(entries) > len(page):
+        last = page[-1]
+        params: dict[str, Any] = {"group_type_index": index, "cursor": _groups_cursor(last.extra["created_us"], last.item["group_key"])}
+        if search:
+            params["search"] = search
+        if ctx.params.get("group_key"):
+            params["group_key"] = ctx.params["group_key"]
+        nxt = f"{ctx.base_url}{ctx.path}?{urlencode(params)}"
+    return Result({"next": nxt, "previous": None, "results": [e.item for e in page]}, len(page))
+
+
+def dashboards_list(ctx: Ctx) -> Result:
+    """Ordered -pinned, name; deleted and unlisted dashboards excluded; ``tags`` (repeatable) and
+    ``exclude_generated`` filters (§ 14.3)."""
+    entries = ctx.store.resources.ordered("dashboards", ctx.project_id)
+    tags = [value for key, value in parse_qsl(ctx.raw_query) if key == "tags"]
+    if tags:
+        entries = [e for e in entries if set(tags) & set(e.item["tags"])]
+    if ctx.params.get("exclude_generated") == "true":
+        entries = [e for e in entries if not e.item["name"].startswith("Generated Dashboard: ")]
+    return drf_page(ctx, [e.item for e in entries])
+
+
+def experiments_list(ctx: Ctx) -> Result:
+    """Ordered -created_at; deleted always excluded; archived excluded unless ``archived`` is
+    given, and ``archived=true`` returns only the archived ones; ``search`` on name (§ 14.4)."""
+    entries = ctx.store.resources.ordered("experiments", ctx.project_id)
+    archived = ctx.params.get("archived")
+    wanted = archived is not None and archived.lower() == "true"
+    entries = [e for e in entries if e.extra["archived"] == wanted]
+    entries = _search(entries, ctx, "name")
+    order = ctx.params.get("order")
+    if order:
+        if order not in _EXPERIMENT_ORDERS:
+            raise validation_error(f"Invalid order field: '{order}'")
+        field_ = order.lstrip("-")
+        entries = sorted(entries, key=lambda e: (e.item[field_] is None, e.item[field_] or ""), reverse=order.startswith("-"))
+    return drf_page(ctx, [e.item for e in entries])
+
+
+_EXPERIMENT_ORDERS = {f"{sign}{name}" for sign in ("", "-") for name in ("name", "created_at", "updated_at", "start_date", "end_date")}
+
+
+def surveys_list(ctx: Ctx) -> Result:
+    """Archived surveys stay in the list, product-tour surveys are left out; ``search`` on
+    name/description; ordered -created_at (PostHog's order is not in the source read, § 14.5)."""
+    entries = _search(ctx.store.resources.ordered("surveys", ctx.project_id), ctx, "name", "description")
     return drf_page(ctx, [e.item for e in entries])
 
 

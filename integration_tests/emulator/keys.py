@@ -23,14 +23,18 @@ READ_SCOPES = (
     "action:read",
     "annotation:read",
     "cohort:read",
+    "dashboard:read",
     "event_definition:read",
+    "experiment:read",
     "feature_flag:read",
+    "group:read",
     "insight:read",
     "person:read",
     "project:read",
     "property_definition:read",
     "query:read",
     "session_recording:read",
+    "survey:read",
 )
 
 
@@ -85,4 +89,9 @@ RESOURCE_SCOPES: dict[str, str] = {
     "session_recordings": "session_recording:read",
     "event_definitions": "event_definition:read",
     "property_definitions": "property_definition:read",
+    "groups_types": "group:read",  # posthog-api.md § 12.3
+    "groups": "group:read",
+    "dashboards": "dashboard:read",
+    "experiments": "experiment:read",
+    "surveys": "survey:read",
 }

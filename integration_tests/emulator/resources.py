@@ -2,7 +2,8 @@
 
 Each resource has every field of the examples in posthog-api.md § 3 (3.1 projects, 3.4 cohorts,
 3.5 feature_flags, 3.6 insights, 3.7 annotations, 3.8 actions, 3.9 session_recordings,
-3.10 event_definitions, 3.11 property_definitions). Project 2 holds enough rows that every
+3.10 event_definitions, 3.11 property_definitions) and of § 14 (groups_types, groups, dashboards,
+experiments, surveys: their list serializers' fields). Project 2 holds enough rows that every
 paginated resource needs more than one page at its default limit; project 3 holds a handful.
 Deleted rows exist but are never listed (PostHog excludes them).
 """
@@ -40,7 +41,15 @@ SIZES = {
     "annotations": (1100, 5, 5),
     "actions": (60, 2, 4),
     "event_definitions": (150, 0, 6),
+    # § 14: hidden rows are deleted or unlisted dashboards, deleted experiments, product-tour surveys
+    "dashboards": (30, 4, 4),
+    "experiments": (25, 3, 3),
+    "surveys": (15, 2, 3),
 }
+#: § 14.1/14.2: group types per project and how many groups each holds (project 2 needs pages of 100).
+GROUP_TYPES = {PROJECT_ID: (("company", "companies", 180), ("project", "projects", 130), ("team", "teams", 60)),
+               SECOND_PROJECT_ID: (("organization", "organizations", 4),)}
+GROUPS_PAGE_SIZE = 100  # fixed by PostHog (list_groups), no `limit` parameter
 PROPERTY_DEFINITION_SIZES = {"event": (160, 3), "person": (120, 3), "session": (110, 3), "group": (105, 3)}
 RECORDINGS_RECENT, RECORDINGS_ONGOING, RECORDINGS_OLD, RECORDINGS_P3 = 90, 15, 210, 4
 
@@ -88,6 +97,11 @@ class Resources:
             self.rows[kind] = self._build(kind, builder)
         self.rows["property_definitions"] = self._property_definitions()
         self.rows["session_recordings"] = self._recordings()
+        # § 14 resources: each kind draws from its own seeded RNG, so the rows above are unchanged.
+        for kind, builder in (("dashboards", self._dashboard), ("experiments", self._experiment),
+                              ("surveys", self._survey)):
+            self.rows[kind] = self._build(kind, builder)
+        self.rows["group_types"], self.rows["groups"] = self._groups()
 
     # -- generic --------------------------------------------------------------------------
 
@@ -392,6 +406,127 @@ class Resources:
             out.append(self._recording(rng, SECOND_PROJECT_ID, start, rng.randrange(5, 600), False))
         return out
 
+    # -- groups (§ 14.1, § 14.2) ------------------------------------------------------------
+
+    def _groups(self) -> tuple[list[Entry], list[Entry]]:
+        rng = random.Random(f"{self.seed}/groups")
+        types: list[Entry] = []
+        groups: list[Entry] = []
+        for team, kinds in GROUP_TYPES.items():
+            for index, (singular, plural, count) in enumerate(kinds):
+                created = self.base - timedelta(days=420 - 10 * index, microseconds=rng.randrange(1_000_000))
+                types.append(Entry(team, {
+                    "group_type": singular, "group_type_index": index,
+                    "name_singular": singular.title() if index == 0 else None, "name_plural": plural,
+                    "detail_dashboard": None, "default_columns": ["name", "plan"] if index == 0 else None,
+                    "created_at": tu.iso_z(created),
+                }, False, {"group_type_index": index}))
+                prev: list[datetime] = []
+                for i in range(count):
+                    when = self._created(rng, prev)
+                    prev.append(when)
+                    key = f"{rng.choice(_WORDS)}-{singular[:3]}-{i:04d}" if singular != "company" else \
+                        f"{rng.choice(_WORDS)}{i}.example.com"
+                    props = {"name": f"{key.split('.')[0].title()} {singular}", "plan": rng.choice(("free", "pro", "enterprise")),
+                             "employee_count": rng.randint(1, 5000), "industry": rng.choice(("saas", "retail", "fintech", "media")),
+                             "is_paying": rng.random() < 0.4}
+                    if rng.random() < 0.3:
+                        props["mrr"] = round(rng.random() * 10_000, 2)
+                    groups.append(Entry(team, {"group_type_index": index, "group_key": key, "group_properties": props,
+                                               "created_at": tu.iso_z(when)},
+                                        False, {"group_type_index": index, "created_us": tu.dt_to_us(when)}))
+        return types, groups
+
+    # -- dashboards (§ 14.3) ----------------------------------------------------------------
+
+    def _dashboard(self, rng, did, team, created, hidden, n) -> Entry:
+        unlisted = hidden and n % 4 == 0  # PostHog's list also leaves out creation_mode="unlisted"
+        accessed = created + timedelta(days=rng.random() * 30) if rng.random() < 0.8 else None
+        if accessed and accessed > self.base:
+            accessed = self.base - timedelta(minutes=rng.randrange(1, 600))
+        restricted = rng.random() < 0.1
+        item = {
+            "id": did, "name": f"{rng.choice(_WORDS).title()} {rng.choice(('overview', 'KPIs', 'funnel', 'health', 'weekly'))} #{did}",
+            "description": rng.choice(("", "The numbers the team looks at every Monday")),
+            "pinned": rng.random() < 0.2, "created_at": tu.iso_z(created), "created_by": _user(rng),
+            "last_accessed_at": tu.iso_z(accessed) if accessed else None, "last_viewed_at": None,
+            "is_shared": rng.random() < 0.1, "deleted": hidden and not unlisted,
+            "creation_mode": "unlisted" if unlisted else rng.choice(("default", "default", "template", "duplicate")),
+            "tags": rng.choice(([], [], ["marketing"], ["product", "weekly"])),
+            "restriction_level": 37 if restricted else 21, "effective_restriction_level": 37 if restricted else 21,
+            "effective_privilege_level": 37, "user_access_level": "editor",
+            "access_control_version": "v1" if restricted else "v2",
+            "last_refresh": tu.iso_z(accessed) if accessed else None, "team_id": team,
+        }
+        return Entry(team, item, hidden, {"created_at": created})
+
+    # -- experiments (§ 14.4) ---------------------------------------------------------------
+
+    def _experiment(self, rng, eid, team, created, hidden, n) -> Entry:
+        started = created + timedelta(days=rng.random() * 5) if rng.random() < 0.8 else None
+        if started and started > self.base:
+            started = None
+        ended = started + timedelta(days=7 + rng.random() * 21) if started and rng.random() < 0.5 else None
+        if ended and ended > self.base:
+            ended = None
+        updated = max(d for d in (created, started, ended) if d)
+        archived = n % 4 == 3  # PostHog lists these only with archived=true
+        status = "draft" if not started else ("stopped" if ended else "running")
+        flag_key = f"{rng.choice(_WORDS)}-experiment-{eid}"
+        flag = {"id": 5000 + eid, "team_id": team, "name": f"Feature flag for experiment #{eid}", "key": flag_key,
+                "filters": {"groups": [{"properties": [], "rollout_percentage": 100}],
+                            "multivariate": {"variants": [{"key": "control", "rollout_percentage": 50},
+                                                          {"key": "test", "rollout_percentage": 50}]}, "payloads": {}},
+                "deleted": False, "active": status == "running", "ensure_experience_continuity": False,
+                "has_encrypted_payloads": False, "version": 1, "evaluation_runtime": "all", "evaluation_tags": []}
+        item = {
+            "id": eid, "name": f"{rng.choice(_WORDS).title()} test #{eid}",
+            "description": rng.choice(("", "Does the new layout lift conversion?")),
+            "start_date": tu.iso_z(started) if started else None, "end_date": tu.iso_z(ended) if ended else None,
+            "feature_flag_key": flag_key, "feature_flag": flag, "holdout": None, "exposure_cohort": None,
+            "parameters": {"feature_flag_variants": [{"key": "control", "rollout_percentage": 50, "split_percent": 50},
+                                                     {"key": "test", "rollout_percentage": 50, "split_percent": 50}],
+                           "rollout_percentage": 100},
+            "running_time_calculation": None, "excluded_variants": [], "archived": archived, "deleted": hidden,
+            "created_by": _user(rng), "created_at": tu.iso_z(created), "updated_at": tu.iso_z(updated),
+            "type": rng.choice(("product", "web")),
+            "conclusion": rng.choice(("won", "lost", "inconclusive")) if ended else None,
+            "conclusion_comment": None, "status": status, "is_legacy": rng.random() < 0.2, "user_access_level": "editor",
+        }
+        return Entry(team, item, hidden, {"created_at": created, "archived": archived})
+
+    # -- surveys (§ 14.5) -------------------------------------------------------------------
+
+    def _survey(self, rng, _sid, team, created, hidden, n) -> Entry:
+        sid = _uuid(rng, created)  # surveys have UUID ids
+        started = created + timedelta(hours=rng.random() * 48) if rng.random() < 0.8 else None
+        if started and started > self.base:
+            started = None
+        kind = rng.choice(("popover", "popover", "widget", "api", "external_survey"))
+        item = {
+            "id": sid, "name": f"{rng.choice(_WORDS).title()} feedback #{n}", "description": rng.choice(("", "NPS after onboarding")),
+            "type": kind, "schedule": rng.choice(("once", "recurring", "always")), "linked_flag": None,
+            "linked_flag_id": None, "linked_insight_id": None, "targeting_flag": None, "internal_targeting_flag": None,
+            "questions": [{"id": _uuid(rng, created), "type": "rating", "question": "How likely are you to recommend us?",
+                           "display": "number", "scale": 10, "lowerBoundLabel": "Unlikely", "upperBoundLabel": "Very likely"},
+                          {"id": _uuid(rng, created), "type": "open", "question": "What could we do better?", "optional": True}],
+            "conditions": {"url": "/dashboard", "urlMatchType": "icontains"} if kind == "popover" else None,
+            "appearance": {"backgroundColor": "#eeeded", "submitButtonText": "Submit"} if kind != "api" else None,
+            "created_at": tu.iso_z(created), "created_by": _user(rng),
+            "start_date": tu.iso_z(started) if started else None, "end_date": None,
+            "archived": n % 5 == 4,  # archived surveys stay in the list
+            "responses_limit": rng.choice((None, 100, 500)),
+            "feature_flag_keys": [{"key": "linked_flag_key", "value": None}, {"key": "targeting_flag_key", "value": None},
+                                  {"key": "internal_targeting_flag_key", "value": None},
+                                  {"key": "internal_response_sampling_flag_key", "value": None}],
+            "iteration_count": None, "iteration_frequency_days": None, "iteration_start_dates": [],
+            "current_iteration": None, "current_iteration_start_date": None, "response_sampling_start_date": None,
+            "response_sampling_interval_type": None, "response_sampling_interval": None,
+            "response_sampling_limit": None, "response_sampling_daily_limits": None,
+            "enable_partial_responses": rng.random() < 0.3, "user_access_level": "editor",
+        }
+        return Entry(team, item, hidden, {"created_at": created})  # hidden: a product-tour survey
+
     # -- reading ----------------------------------------------------------------------------
 
     def entries(self, kind: str, project_id: int) -> list[Entry]:
@@ -424,6 +559,15 @@ class Resources:
             rows.sort(key=lambda e: e.item["name"])
         elif kind == "session_recordings":
             rows.sort(key=lambda e: (e.extra["start"], e.item["id"]), reverse=True)
+        elif kind == "dashboards":  # -pinned, name
+            rows.sort(key=lambda e: (not e.item["pinned"], e.item["name"]))
+        elif kind in ("experiments", "surveys"):  # -created_at (surveys: PostHog's order not found, § 14.5)
+            rows.sort(key=lambda e: (e.extra["created_at"], str(e.item["id"])), reverse=True)
+        elif kind == "group_types":
+            rows.sort(key=lambda e: e.extra["group_type_index"])
+        elif kind == "groups":  # group_type_index, then created_at DESC, key DESC (list_groups)
+            rows.sort(key=lambda e: (e.extra["created_us"], e.item["group_key"]), reverse=True)
+            rows.sort(key=lambda e: e.extra["group_type_index"])
         return rows
 
     def ground_truth(self, stream: str, project_id: int) -> list:
@@ -431,6 +575,10 @@ class Resources:
             return sorted(self.projects)
         if stream == "property_definitions":
             return [[e.extra["type"], e.item["id"]] for e in self.ordered(stream, project_id)]
+        if stream == "group_types":
+            return [e.item["group_type_index"] for e in self.ordered(stream, project_id)]
+        if stream == "groups":
+            return [[e.item["group_type_index"], e.item["group_key"]] for e in self.ordered(stream, project_id)]
         return [e.item["id"] for e in self.ordered(stream, project_id)]
 
     def find(self, kind: str, project_id: int, item_id: str) -> dict | None:

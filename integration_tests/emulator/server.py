@@ -58,6 +58,11 @@ RESOURCES: dict[str, Resource] = {
     "actions": Resource("crud", ep.actions_list, ep.resource_detail("actions"), False),
     "event_definitions": Resource("crud", ep.event_definitions_list, ep.resource_detail("event_definitions"), False),
     "property_definitions": Resource("crud", ep.property_definitions_list, ep.resource_detail("property_definitions"), False),
+    "groups_types": Resource("crud", ep.group_types_list, None, False),
+    "groups": Resource("crud", ep.groups_list, None, False),
+    "dashboards": Resource("crud", ep.dashboards_list, ep.resource_detail("dashboards"), True),
+    "experiments": Resource("crud", ep.experiments_list, ep.resource_detail("experiments"), False),
+    "surveys": Resource("crud", ep.surveys_list, ep.resource_detail("surveys"), False),
 }
 
 

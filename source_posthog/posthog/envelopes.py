@@ -5,6 +5,8 @@
   actions    {"results"} (older servers: counted)       → next_path (no `next` = done)
   recordings {"results", "has_next", "version"}        → next_offset
   HogQL      {"results", "columns", "types", ...}       → hogql_records (keyset: events_plan.py)
+  groups     {"next", "previous": null, "results"}      → next_path (keyset cursor inside `next`)
+  bare list  [...] (groups_types, § 14.1)               → decode_body(bare_list=True): {"results": [...]}
 
 Pure functions over bytes and dicts; a body that is not what PostHog sends raises
 `MalformedBody` with a sentence saying what was wrong.
@@ -24,13 +26,21 @@ class MalformedBody(ValueError):
     """The body is not the JSON PostHog sends for this endpoint."""
 
 
-def decode_body(content: bytes, required: Optional[str] = "results", item_type: type = dict) -> Dict[str, Any]:
+def decode_body(content: bytes, required: Optional[str] = "results", item_type: type = dict, bare_list: bool = False) -> Dict[str, Any]:
     """Parse a PostHog JSON body. `required` names the list the body must hold, `item_type` what
-    its items must be (objects for REST lists, row arrays for HogQL)."""
+    its items must be (objects for REST lists, row arrays for HogQL).
+
+    `bare_list`: the endpoint answers a bare JSON array, not paginated (groups_types,
+    docs/posthog-api.md § 14.1); it is given the shape of every other list, `{"results": [...]}`
+    with no `next`, so the rest of the connector reads it as a one-page list."""
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError as error:
         raise MalformedBody(f"the body is not JSON ({error}); it starts with {content[:80]!r}")
+    if bare_list:
+        if not isinstance(body, list):
+            raise MalformedBody(f"expected a JSON array, got {type(body).__name__}")
+        body = {required or "results": body}
     if not isinstance(body, dict) or (required and not isinstance(body.get(required), list)):
         got = type(body.get(required)).__name__ if isinstance(body, dict) else type(body).__name__
         expected = f"an object with a '{required}' list" if required else "an object"

@@ -1,7 +1,19 @@
 from source_posthog.streams.annotations import Annotations
 from source_posthog.streams.events import Events
+from source_posthog.streams.groups import Groups, GroupTypes
 from source_posthog.streams.property_definitions import PropertyDefinitions
-from source_posthog.streams.resources import Actions, Cohorts, EventDefinitions, FeatureFlags, Insights, Persons, Projects
+from source_posthog.streams.resources import (
+    Actions,
+    Cohorts,
+    Dashboards,
+    EventDefinitions,
+    Experiments,
+    FeatureFlags,
+    Insights,
+    Persons,
+    Projects,
+    Surveys,
+)
 from source_posthog.streams.session_recordings import SessionRecordings
 
 # The order of discover and of a sync: small configuration streams first, events last.
@@ -14,6 +26,11 @@ STREAM_CLASSES = (
     Actions,
     EventDefinitions,
     PropertyDefinitions,
+    GroupTypes,
+    Groups,
+    Dashboards,
+    Experiments,
+    Surveys,
     Persons,
     SessionRecordings,
     Events,

@@ -2,6 +2,8 @@
 
 The envelopes themselves are read by `source_posthog/posthog/envelopes.py` (docs/posthog-api.md § 2):
   counted, persons, actions  → NextUrlPagination (follow `next`; a short page is not the end)
+  groups                     → NextUrlPagination (the keyset cursor travels inside `next`)
+  groups_types (bare list)   → NextUrlPagination with `bare_list = True` (one page, no `next`)
   recordings                 → HasNextOffsetPagination
   HogQL                      → streams/events.py (keyset, planned by posthog/events_plan.py)
 """
@@ -48,6 +50,7 @@ class PostHogStream(HttpStream, ABC):
     resource: str = ""
     scope: str = ""
     page_size: Optional[int] = settings.LIST_PAGE_SIZE
+    bare_list: bool = False  # the endpoint answers a bare JSON array (envelopes.decode_body)
 
     def __init__(self, config: PostHogConfig, api_budget: APIBudget):
         self.config = config
@@ -77,7 +80,7 @@ class PostHogStream(HttpStream, ABC):
         if self._decoded is not None and self._decoded[0] is response:
             return self._decoded[1]
         try:
-            body = envelopes.decode_body(self.bodies.take(response), required, item_type)
+            body = envelopes.decode_body(self.bodies.take(response), required, item_type, bare_list=self.bare_list)
         except MalformedBody as error:
             raise malformed_response(where(response), str(error))
         self._decoded = (response, body)

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping, MutableMapping, Optional
 
 import requests
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
+from airbyte_cdk.sources.types import StreamSlice
 
 from source_posthog import settings
 from source_posthog.http import ClientError, PostHogClient, PostHogErrorHandler, where
@@ -68,6 +69,57 @@ class Actions(NextUrlPagination):
 class EventDefinitions(NextUrlPagination):
     resource = "event_definitions"
     scope = "event_definition:read"
+
+
+class Dashboards(NextUrlPagination):
+    """`dashboards/`: PostHog leaves out deleted (and unlisted) dashboards. No `updated_at`
+    field or filter exists, so full refresh."""
+
+    resource = "dashboards"
+    scope = "dashboard:read"
+
+
+class Experiments(NextUrlPagination):
+    """`experiments/`: two passes. The list hides archived experiments unless asked, and
+    `archived=true` returns only the archived ones (docs/posthog-api.md § 14.4), so a sync reads
+    `archived=false`, then `archived=true`. Each record already says which it is (`archived`);
+    a pass keeps only its own, so a server that ignored the filter would not duplicate any."""
+
+    resource = "experiments"
+    scope = "experiment:read"
+
+    def stream_slices(self, **kwargs: Any) -> Iterable[Optional[Mapping[str, Any]]]:
+        for archived in (False, True):
+            yield StreamSlice(partition={"archived": archived}, cursor_slice={})
+
+    def request_params(
+        self, stream_slice: Optional[Mapping[str, Any]] = None, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> MutableMapping[str, Any]:
+        params = super().request_params(next_page_token=next_page_token, **kwargs)
+        if not next_page_token and stream_slice:
+            params["archived"] = "true" if _archived_pass(stream_slice) else "false"
+        return params
+
+    def parse_response(
+        self, response: requests.Response, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> Iterable[Mapping[str, Any]]:
+        archived = _archived_pass(stream_slice or {})
+        for record in super().parse_response(response, **kwargs):
+            if bool(record.get("archived")) == archived:
+                yield record
+
+
+def _archived_pass(stream_slice: Mapping[str, Any]) -> bool:
+    partition = stream_slice.partition if isinstance(stream_slice, StreamSlice) else stream_slice
+    return bool(partition.get("archived"))
+
+
+class Surveys(NextUrlPagination):
+    """`surveys/`: archived surveys stay in the list; a deleted survey is gone (no soft delete).
+    No `updated_at` field exists, so full refresh."""
+
+    resource = "surveys"
+    scope = "survey:read"
 
 
 class Projects(NextUrlPagination):
