@@ -64,3 +64,26 @@ def test_given_a_query_over_the_time_limit_when_read_then_smaller_queries_delive
         assert set(result.keys("events")) == set(emulator.ground_truth("events"))
         timed_out = [entry for entry in emulator.requests() if entry["status"] == 504]
         assert timed_out, "the time limit was meant to be hit"
+
+
+def test_given_slow_queries_when_a_whole_sync_runs_then_two_queries_are_in_flight_never_more_and_events_read_faster(tmp_path: Path) -> None:
+    # The emulator's cost model (0.1 s + 4 µs a scanned row + 30 ns a byte returned, ×2) makes every query take real time.
+    emulator_config = EmulatorConfig(events=40_000, seed=8, query_cost_model=True, query_time_scale=2.0)
+    with EmulatorServer(emulator_config) as emulator:
+        from integration_tests.connector import ALL_STREAMS
+
+        def sync(in_flight: int, streams: Any) -> Any:
+            emulator.reset_query_stats()
+            config = write_config(tmp_path, emulator.url, emulator.api_key, emulator.project_id, anchor_date="2020-01-01",
+                                  events_page_size=5_000, events_queries_in_flight=in_flight)
+            result = run_sync(config, write_catalog(tmp_path, streams, incremental=True), env=ENV)
+            assert result.returncode == 0, result.stderr[-2000:]
+            assert set(result.keys("events")) == set(emulator.ground_truth("events"))
+            return result, emulator.query_stats()
+
+        _, whole = sync(2, ALL_STREAMS)
+        assert whole["peak_concurrency"] == 2 and whole["peak_in_flight"] == 2, whole  # the whole sync, every stream
+        one, stats_one = sync(1, ["events"])
+        two, stats_two = sync(2, ["events"])
+        assert stats_one["peak_in_flight"] == 1 and stats_two["peak_in_flight"] == 2
+        assert two.seconds < 0.75 * one.seconds, (one.seconds, two.seconds)

@@ -9,7 +9,8 @@ command, goes through the CDK unchanged. What this leans on, each pinned by a co
 1. `AirbyteEntrypoint.run`'s `read` branch: `read_lines` repeats its steps (log level, request
    cache dir, config → queued messages → catalog → state → `read`, queued messages at the end).
 2. `airbyte_cdk.logger.PRINT_BUFFER`: the buffer the CDK's log handler writes to. Records are
-   written to stdout around it, so it is flushed first and logs stay in order.
+   written to stdout around it, so it is flushed first and logs stay in order; its `lock` is
+   held while records are written, so a log line from another thread cannot split a line.
 3. The CDK's RECORD wire shape (`record_line`): its serializer drops null top-level `data`
    fields and orders keys `stream, data, emitted_at, namespace?`.
 4. `HashableStreamDescriptor` as the key of the record counter that `handle_record_counts`
@@ -143,9 +144,12 @@ def write_lines(lines: Iterator[bytes]) -> None:
 
     def flush() -> None:
         nonlocal size
-        PRINT_BUFFER.flush()
-        out.write(b"".join(pending))
-        out.flush()
+        # The buffer's own lock: a log line written from another thread (the events stream's
+        # second query lane) must not land in the middle of these bytes (2).
+        with PRINT_BUFFER.lock:
+            PRINT_BUFFER.flush()
+            out.write(b"".join(pending))
+            out.flush()
         pending.clear()
         size = 0
 

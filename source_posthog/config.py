@@ -38,6 +38,7 @@ class PostHogConfig:
     events_lookback_window_days: int
     events_page_size: int
     events_visibility_tolerance_minutes: int
+    events_queries_in_flight: int
     request_timeout_seconds: int
 
     @property
@@ -70,6 +71,7 @@ def parse_config(config: Mapping[str, Any], now: Optional[pendulum.DateTime] = N
             0,
             settings.EVENTS_VISIBILITY_TOLERANCE_MINUTES_MAX,
         ),
+        events_queries_in_flight=_int_in_range(config, "events_queries_in_flight", settings.EVENTS_QUERIES_IN_FLIGHT_MAX, 1, settings.EVENTS_QUERIES_IN_FLIGHT_MAX),
         events_page_size=_int_in_range(
             config,
             "events_page_size",

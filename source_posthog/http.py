@@ -296,14 +296,17 @@ class PostHogClient:
     """The HTTP policy outside a stream (check, a project's detail): the CDK's HttpClient with
     the same budget, error handler and backoff as every stream."""
 
-    def __init__(self, name: str, scope: str, api_key: str, project_id: int, host: str, budget: Optional[APIBudget], read_timeout_seconds: int):
+    def __init__(
+        self, name: str, scope: str, api_key: str, project_id: int, host: str, budget: Optional[APIBudget], read_timeout_seconds: int,
+        adapts_to_query_timeouts: bool = False,
+    ):
         bodies = ResponseBodies()
         self.bodies = bodies
         self.read_timeout_seconds = read_timeout_seconds
         self.http = HttpClient(
             name=name,
             logger=logger,
-            error_handler=PostHogErrorHandler(name, scope, project_id, host, bodies),
+            error_handler=PostHogErrorHandler(name, scope, project_id, host, bodies, adapts_to_query_timeouts),
             backoff_strategy=PostHogBackoffStrategy(name, bodies=bodies),
             api_budget=budget,
             authenticator=TokenAuthenticator(api_key),

@@ -32,6 +32,9 @@ EVENTS_INGESTION_LAG = timedelta(seconds=float(os.environ.get("SOURCE_POSTHOG_IN
 # queryable up to this long after their `created_at` are delivered (per-minute counts in state).
 EVENTS_VISIBILITY_TOLERANCE_MINUTES_DEFAULT = 30
 EVENTS_VISIBILITY_TOLERANCE_MINUTES_MAX = 24 * 60
+# PostHog runs at most 3 API queries at once per project (docs/posthog-api.md § 11.2); the product
+# contract allows 2 in flight: the page being read, and the next window's first page.
+EVENTS_QUERIES_IN_FLIGHT_MAX = 2
 # Late events (offline mobile clients): re-swept on every incremental sync over this horizon.
 EVENTS_LOOKBACK_WINDOW_DAYS_DEFAULT = 7
 EVENTS_LOOKBACK_WINDOW_DAYS_MAX = 90

@@ -101,8 +101,8 @@ _QUERY = re.compile(
     re.S,
 )
 _COUNT_QUERY = re.compile(
-    r"^SELECT toStartOfHour\(timestamp\) AS hour, count\(\) AS events FROM events WHERE (?P<where>.+) "
-    r"GROUP BY hour ORDER BY hour ASC LIMIT (?P<limit>\d+)$",
+    r"^SELECT toStartOf(?P<unit>Hour|Minute)\(timestamp\) AS (?:hour|minute), count\(\) AS events FROM events WHERE (?P<where>.+) "
+    r"GROUP BY (?:hour|minute) ORDER BY (?:hour|minute) ASC LIMIT (?P<limit>\d+)$",
     re.S,
 )
 _MINUTES_QUERY = re.compile(
@@ -242,7 +242,8 @@ def parse_query(query: str) -> ParsedQuery:
         return ParsedQuery(("minute", "events"), minutes.group("where"), int(minutes.group("limit")), compile_condition(minutes.group("where")), minute_counts=True)
     counts = _COUNT_QUERY.match(query)
     if counts:
-        return ParsedQuery(("hour", "events"), counts.group("where"), int(counts.group("limit")), compile_condition(counts.group("where")), True)
+        unit = counts.group("unit").lower()
+        return ParsedQuery((unit, "events"), counts.group("where"), int(counts.group("limit")), compile_condition(counts.group("where")), True)
     match = _QUERY.match(query)
     if not match:
         raise HogQLRejected(f"unsupported query shape: {query[:200]!r}")
@@ -333,6 +334,8 @@ class FakeHogQL:
             for event in matching:
                 if parsed.minute_counts:
                     hour = event.created_at.replace(second=0, microsecond=0)
+                elif parsed.columns[0] == "minute":
+                    hour = event.timestamp.replace(second=0, microsecond=0)
                 else:
                     hour = event.timestamp.replace(minute=0, second=0, microsecond=0)
                 hours[hour] = hours.get(hour, 0) + 1

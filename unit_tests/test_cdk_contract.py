@@ -98,6 +98,8 @@ def test_record_counts_land_in_source_stats_of_the_next_state() -> None:  # (4)
 def test_print_buffer_is_the_buffer_the_cdk_log_handler_writes_through() -> None:  # (2)
     assert hasattr(PRINT_BUFFER, "flush") and hasattr(PRINT_BUFFER, "write")
     assert hasattr(PRINT_BUFFER, "__enter__") and hasattr(PRINT_BUFFER, "__exit__")
+    with PRINT_BUFFER.lock:  # reentrant: write_lines flushes the buffer while holding it
+        PRINT_BUFFER.flush()
 
 
 def test_the_read_branch_of_the_cdks_run_still_has_the_steps_read_lines_repeats() -> None:  # (1)

@@ -36,7 +36,10 @@ def serve(events: Sequence[Event], query: PageQuery, now: datetime) -> List[Even
 
 
 def hours_of(events: Sequence[Event], query: CountQuery, now: datetime) -> List[Tuple[datetime, int]]:
-    counts = Counter(e.timestamp.replace(minute=0, second=0, microsecond=0) for e in matching(events, query, now))
+    if query.unit == "minute":
+        counts = Counter(e.timestamp.replace(second=0, microsecond=0) for e in matching(events, query, now))
+    else:
+        counts = Counter(e.timestamp.replace(minute=0, second=0, microsecond=0) for e in matching(events, query, now))
     return sorted(counts.items())[: query.limit]
 
 

@@ -38,9 +38,10 @@ MICROSECOND = timedelta(microseconds=1)
 HOUR = timedelta(hours=1)
 MAIN, SWEEP, RECHECK = "main", "sweep", "recheck"
 MINUTE = timedelta(minutes=1)
-# Windows of ~8 pages: a window of R events costs floor(R/page) + 1 queries, so the main pass of
-# N events costs at most N/page + (number of windows) ≈ 1.25 × N/page (docs/posthog-api.md § 6).
-WINDOW_TARGET_PAGES = 8
+# Windows of at most ~0.9 page, counted per hour and, inside busy hours, per minute: each window is
+# one query (a short page), and windows do not depend on each other, so two can be in flight. An
+# hour or minute of more than a window is a window of its own, read in keyset pages.
+WINDOW_FILL = 0.9
 COUNT_ROWS_MAX = 50_000  # PostHog's cap on returned rows (§ 4.2): ~5.7 years of busy hours
 
 
@@ -194,15 +195,21 @@ class PageQuery:
 
 @dataclass(frozen=True)
 class CountQuery:
-    """Events per hour over [start, end): the data the main pass plans its windows from."""
+    """Events per hour (or per minute, inside hours of more than a window) over [start, end):
+    the data the main pass plans its windows from."""
 
     start: datetime
     end: datetime
     ingested_through: Optional[datetime]
     limit: int = COUNT_ROWS_MAX
+    unit: str = "hour"
 
     def hogql(self) -> str:
-        return events_count_query(self.start, self.end, self.ingested_through, self.limit)
+        return events_count_query(self.start, self.end, self.ingested_through, self.limit, self.unit)
+
+    @property
+    def bucket(self) -> timedelta:
+        return HOUR if self.unit == "hour" else MINUTE
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,8 @@ class EventsPlan:
     main_ingested_through: Optional[datetime] = None
     # The main pass's windows still to read (the first is the current one); () = plan them next.
     windows: Tuple[Window, ...] = ()
+    # Hourly counts waiting for the minute counts of their busy hours: (buckets, end).
+    counted: Optional[Tuple[Tuple[Tuple[datetime, int], ...], datetime]] = None
     # A sweep (or recheck) narrowed after a timeout reads [its position, + sweep_span) at a time.
     sweep_span: Optional[timedelta] = None
     # How long after `created_at` an event may still become queryable (0: not checked).
@@ -315,19 +324,54 @@ class EventsPlan:
             return PageQuery(SWEEP, start, end, state.sweep.position, position, state.sweep.ingested_after, state.ingested_through, self.page_size)
         if state.position.timestamp >= self.upper:
             return None
+        if self.counted is not None:
+            buckets, end = self.counted
+            busy = [hour for hour, n in buckets if self._busy(n)]
+            return CountQuery(max(busy[0], state.position.timestamp), min(busy[-1] + HOUR, end), self.main_ingested_through, unit="minute")
         if not self.windows:
             return CountQuery(state.position.timestamp, self.upper, self.main_ingested_through)
         return PageQuery(MAIN, state.position.timestamp, self.windows[0].end, state.position, None, None, self.main_ingested_through, self.page_size)
 
-    def after_counts(self, query: CountQuery, hours: Sequence[Tuple[datetime, int]]) -> "EventsPlan":
-        """Windows of about WINDOW_TARGET_PAGES pages each, cut at hour boundaries. A result of
-        `query.limit` hours may be cut short: the windows then end after its last hour, and the
-        rest is counted again when the position gets there. No events at all: nothing to read."""
-        end = query.end if len(hours) < query.limit else min(query.end, hours[-1][0] + HOUR)
-        windows = pack_windows(hours, query.start, end, WINDOW_TARGET_PAGES * self.page_size)
+    def after_counts(self, query: CountQuery, buckets: Sequence[Tuple[datetime, int]]) -> "EventsPlan":
+        """Windows of at most WINDOW_FILL of a page, cut at hour (or minute) boundaries. Busy
+        hours are counted again per minute first. A result of `query.limit` buckets
+        may be cut short: the windows then end after its last bucket, and the rest is counted
+        again when the position gets there. No events at all: nothing to read."""
+        buckets = tuple((bucket, n) for bucket, n in buckets if n > 0)
+        end = query.end if len(buckets) < query.limit else min(query.end, buckets[-1][0] + query.bucket)
+        if query.unit == "hour":
+            if any(self._busy(n) for _, n in buckets):
+                return replace(self, counted=(buckets, end))
+            return self._planned(buckets, query.start, end)
+        hours, hours_end = self.counted
+        minutes_end = end  # the busy range, or the last minute counted when the result was cut
+        merged = [(hour, n) for hour, n in hours if hour + HOUR <= query.start] + list(buckets)
+        if minutes_end >= query.end:
+            merged += [(hour, n) for hour, n in hours if hour >= query.end]
+            minutes_end = hours_end
+        return replace(self._planned(tuple(merged), self.state.position.timestamp, minutes_end), counted=None)
+
+    def _window_rows(self) -> int:
+        return max(int(WINDOW_FILL * self.page_size), 1)
+
+    def _busy(self, hour_count: int) -> bool:
+        """An hour too coarse to pack windows from: more than a quarter of a window (packing
+        whole hours would then leave windows far from full)."""
+        return hour_count > self._window_rows() / 4
+
+    def _planned(self, buckets: Sequence[Tuple[datetime, int]], start: datetime, end: datetime) -> "EventsPlan":
+        windows = pack_windows(buckets, start, end, self._window_rows())
         if not windows:
-            return replace(self, state=replace(self.state, position=KeysetPosition(end)))
-        return replace(self, windows=windows)
+            return replace(self, state=replace(self.state, position=KeysetPosition(end)), counted=None)
+        return replace(self, windows=windows, counted=None)
+
+    def prefetchable(self) -> Optional[PageQuery]:
+        """The first page of the window after the current one: it does not depend on the page
+        being read now, so it may be asked for while the current one is being read."""
+        if self.state.sweep is not None or self.state.recheck is not None or len(self.windows) < 2:
+            return None
+        following = self.windows[1]
+        return PageQuery(MAIN, following.start, following.end, KeysetPosition(following.start), None, None, self.main_ingested_through, self.page_size)
 
     def after_minutes(self, query: MinuteCountQuery, minutes: Sequence[Tuple[datetime, int]]) -> "EventsPlan":
         counts = tuple(sorted((minute, n) for minute, n in minutes if n))

@@ -96,14 +96,17 @@ def events_page_query(
     )
 
 
-def events_count_query(start: datetime, end: datetime, ingested_through: Optional[datetime] = None, limit: int = 50_000) -> str:
-    """Events per hour in [start, end) (only the hours that hold any), to plan windows from the
-    data instead of probing empty ranges: a cheap aggregate (it reads `timestamp` alone)."""
+def events_count_query(
+    start: datetime, end: datetime, ingested_through: Optional[datetime] = None, limit: int = 50_000, unit: str = "hour"
+) -> str:
+    """Events per hour (or minute) in [start, end) (only the buckets that hold any), to plan
+    windows from the data instead of probing empty ranges: a cheap aggregate (it reads `timestamp`)."""
+    function = {"hour": "toStartOfHour", "minute": "toStartOfMinute"}[unit]
     conditions = [f"timestamp >= {datetime_literal(start)}", f"timestamp < {datetime_literal(end)}"]
     conditions += [f"created_at <= {datetime_literal(ingested_through)}"] if ingested_through is not None else []
     return (
-        f"SELECT toStartOfHour(timestamp) AS hour, count() AS events FROM events WHERE {' AND '.join(conditions)} "
-        f"GROUP BY hour ORDER BY hour ASC LIMIT {checked_limit(limit)}"
+        f"SELECT {function}(timestamp) AS {unit}, count() AS events FROM events WHERE {' AND '.join(conditions)} "
+        f"GROUP BY {unit} ORDER BY {unit} ASC LIMIT {checked_limit(limit)}"
     )
 
 

@@ -14,9 +14,11 @@ state is after it, is decided by the pure `EventsPlan`. This class only adapts i
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Tuple, Union
 
 import pendulum
 import requests
@@ -25,12 +27,46 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog import settings
-from source_posthog.posthog.envelopes import MalformedBody, hogql_records
-from source_posthog.http import PostHogErrorHandler, error_detail, is_query_timeout
+from source_posthog.posthog.envelopes import MalformedBody, decode_body, hogql_records
+from source_posthog.http import PostHogClient, PostHogErrorHandler, error_detail, is_query_timeout
 from source_posthog.posthog.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
 from source_posthog.posthog.timestamps import parse_timestamp
 from source_posthog.state import StateError, not_in_future
 from source_posthog.streams.base import PostHogStream, malformed_response, where
+
+
+class Lanes:
+    """At most `in_flight` queries at once (PostHog runs three per project; we use two). Every
+    query goes through a pool of that many lanes, each with its own HTTP client (the budget and
+    the retry policy are the same): the query being read, and the first page of the next window,
+    which does not depend on it, sent ahead. Answers are read in order, so records and
+    checkpoints stay in order."""
+
+    def __init__(self, client: Callable[[], PostHogClient], send: Callable[[PostHogClient, Any], Tuple[requests.Response, bytes]], in_flight: int):
+        self._client, self._send = client, send
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="posthog-events")
+        self._ahead: Dict[Any, Future] = {}
+        self._sends_ahead = in_flight > 1
+
+    def _run(self, query: Any) -> Tuple[requests.Response, bytes]:
+        if not hasattr(self._local, "client"):
+            self._local.client = self._client()
+        return self._send(self._local.client, query)
+
+    def read(self, query: Any, following: Optional[Any]) -> Tuple[requests.Response, bytes]:
+        """The answer to `query`, with `following` sent ahead meanwhile. A query sent ahead that
+        the plan no longer asks for (a window split after a timeout) is dropped; its lane
+        finishes it before taking another."""
+        following = following if self._sends_ahead else None
+        current = self._ahead.pop(query, None) or self._pool.submit(self._run, query)
+        self._ahead = {key: future for key, future in self._ahead.items() if key == following}
+        if following is not None and following not in self._ahead:
+            self._ahead[following] = self._pool.submit(self._run, following)
+        return current.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Events(PostHogStream, CheckpointMixin):
@@ -94,11 +130,15 @@ class Events(PostHogStream, CheckpointMixin):
                 tolerance=timedelta(minutes=self.config.events_visibility_tolerance_minutes),
             )
         )
-        while (query := self._plan.next_query()) is not None:
-            self._unread = query
-            yield {"query": query}
-            if self._unread is not None:
-                raise RuntimeError("events: a page slice was drawn before the previous page was read; the next page depends on it")
+        self._lanes = Lanes(self._client, self._send, self.config.events_queries_in_flight)
+        try:
+            while (query := self._plan.next_query()) is not None:
+                self._unread = query
+                yield {"query": query}
+                if self._unread is not None:
+                    raise RuntimeError("events: a page slice was drawn before the previous page was read; the next page depends on it")
+        finally:
+            self._lanes.close()
 
     # -- request -----------------------------------------------------------------------------
     def path(self, **kwargs: Any) -> str:
@@ -129,10 +169,37 @@ class Events(PostHogStream, CheckpointMixin):
         return {"query": {"kind": "HogQLQuery", "query": query.hogql()}, "name": "airbyte_source_posthog_scope_check", "refresh": "blocking"}
 
     # -- response ----------------------------------------------------------------------------
+    # -- reading: up to two queries in flight ---------------------------------------------------
+    def read_records(
+        self,
+        sync_mode: SyncMode,
+        cursor_field: Optional[List[str]] = None,
+        stream_slice: Optional[Mapping[str, Any]] = None,
+        stream_state: Optional[Mapping[str, Any]] = None,
+    ) -> Iterable[Mapping[str, Any]]:
+        """One query per slice, answered in order. While it is read, the first page of the next
+        window (which does not depend on it) may already be on its way: two queries in flight at
+        most, one per lane, and records and checkpoints stay in order."""
+        query = stream_slice["query"]
+        response, body = self._lanes.read(query, self._plan.prefetchable() if isinstance(query, PageQuery) else None)
+        yield from self._handle(query, response, body)
+
+    def _send(self, client: PostHogClient, query: Any) -> Tuple[requests.Response, bytes]:
+        return client.send("POST", f"{self.url_base}query/", json=self.request_body_json(stream_slice={"query": query}))
+
+    def _client(self) -> PostHogClient:
+        config = self.config
+        return PostHogClient(
+            self.name, self.scope, config.api_key, config.project_id, config.base_url, self.api_budget, config.request_timeout_seconds,
+            adapts_to_query_timeouts=True,
+        )
+
     def parse_response(
         self, response: requests.Response, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any
     ) -> Iterable[Mapping[str, Any]]:
-        query = stream_slice["query"]
+        yield from self._handle(stream_slice["query"], response, self.bodies.take(response))
+
+    def _handle(self, query: Any, response: requests.Response, content: bytes) -> Iterable[Mapping[str, Any]]:
         if is_query_timeout(response):
             try:
                 self._advance(self._plan.after_timeout(query))
@@ -141,8 +208,11 @@ class Events(PostHogStream, CheckpointMixin):
                 raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.system_error)
             self.logger.info(f"Stream events: {where(response)} hit PostHog's query time limit; asking for a smaller range ({error_detail(response)[:120]}).")
             return
-        body = self.decode(response, item_type=list)
-        self._decoded = None  # next_page_token does not need it: hold no page while the next one is read
+        try:
+            body = decode_body(content, item_type=list)
+        except MalformedBody as error:
+            raise malformed_response(where(response), str(error))
+        del content  # a page is ~40 MB: hold no bytes while its rows are read
         if isinstance(query, CountQuery):
             self._advance(self._plan.after_counts(query, self._hours(body, response)))
             return

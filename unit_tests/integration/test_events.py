@@ -29,7 +29,8 @@ ANCHOR = utc("2025-05-01T00:00:00Z")
 
 
 def config(**fields: Any) -> Dict[str, Any]:
-    builder = ConfigBuilder().with_events_page_size(PAGE).with_anchor_date("2025-05-01T00:00:00Z")
+    # One query in flight: these tests count and order the queries (two in flight: TestTwoInFlight).
+    builder = ConfigBuilder().with_events_page_size(PAGE).with_anchor_date("2025-05-01T00:00:00Z").with_field("events_queries_in_flight", 1)
     for key, value in fields.items():
         builder.with_field(key, value)
     return builder.build()
@@ -156,8 +157,8 @@ class TestEventsKeysetPagination:
         assert Counter(uuids(records(output))) == Counter(event.uuid for event in on_edges)
 
     def test_given_window_with_more_rows_than_limit_when_read_then_window_is_paged_until_a_short_page(self, requests_mock: Any) -> None:
-        # 3,500 events inside one window: it holds 3.5 pages.
-        dense = spread(3500, ANCHOR + timedelta(minutes=15), ANCHOR + timedelta(minutes=30))
+        # 3,500 events inside one minute: the smallest bucket the plan counts holds 3.5 pages.
+        dense = spread(3500, ANCHOR + timedelta(minutes=15), ANCHOR + timedelta(minutes=15, seconds=30))
         fake = FakeHogQL(dense).register(requests_mock)
 
         output = sync(fake)
@@ -410,7 +411,7 @@ class TestEventsRateLimits:
         original = fake.__call__
 
         def throttle_after_first_page(request: Any, context: Any) -> Any:
-            if fake.calls >= 3:  # after the watermark snapshot, the hourly counts and the first page
+            if fake.calls >= 4:  # after the watermark snapshot, the hourly and minute counts, and the first page
                 fake.fail_next(429, load_template("error_429_concurrency"))
             return original(request, context)
 
@@ -418,13 +419,13 @@ class TestEventsRateLimits:
 
         output = sync(fake)
 
-        assert fake.calls == 3 + 6
+        assert fake.calls == 4 + 6
         assert sleeps == [6, 11, 21, 41, 81]
         (error, *_) = [message.trace.error for message in output.errors]
         assert error.failure_type == FailureType.transient_error
         assert "/api/projects/2/query/" in error.message and "429" in error.message
-        assert uuids(records(output)) == [event.uuid for event in first_page]
-        assert final_state(output)["uuid"] == first_page[-1].uuid
+        assert uuids(records(output)) == fake.pages[0] == [event.uuid for event in first_page][: len(fake.pages[0])]
+        assert final_state(output)["timestamp"] > iso(ANCHOR)  # the first window's end: nothing before it is read again
 
 
 class TestEventsReadBudget:
@@ -453,7 +454,7 @@ class TestEventsReadBudget:
         original = fake.__call__
 
         def budget_after_first_page(request: Any, context: Any) -> Any:
-            if fake.calls == 3:
+            if fake.calls == 4:
                 fake.fail_next(429, self.BUDGET, {"Retry-After": "2400"})
             return original(request, context)
 
@@ -465,8 +466,8 @@ class TestEventsReadBudget:
         (error, *_) = [message.trace.error for message in output.errors]
         assert error.failure_type == FailureType.transient_error
         assert "run the sync again after 2025-06-01 12:40:01 UTC" in error.message and "api_queries_budget_exceeded" in error.message
-        assert uuids(records(output)) == [event.uuid for event in first_page]
-        assert final_state(output)["uuid"] == first_page[-1].uuid
+        assert uuids(records(output)) == fake.pages[0] == [event.uuid for event in first_page][: len(fake.pages[0])]
+        assert final_state(output)["timestamp"] > iso(ANCHOR)  # the first window's end: nothing before it is read again
 
 
 def test_api_key_never_appears_in_events_output(requests_mock: Any, capsys: Any) -> None:
@@ -478,3 +479,31 @@ def test_api_key_never_appears_in_events_output(requests_mock: Any, capsys: Any)
     assert API_KEY not in everything_emitted(output)
     assert API_KEY not in json.dumps(fake.bodies)
     assert API_KEY not in capsys.readouterr().out
+
+
+class TestTwoInFlight:
+    """The default: the next window's first page is asked for while the current page is read.
+    (requests_mock answers one call at a time, so the overlap itself is measured against the
+    emulator, in integration_tests/test_events_conditions.py; here: who sent what, and the result.)"""
+
+    def test_given_many_windows_when_read_with_two_in_flight_then_every_event_once_in_order_and_pages_sent_ahead_from_a_second_lane(
+        self, requests_mock: Any
+    ) -> None:
+        import threading
+
+        data = spread(6000, ANCHOR, UPPER - timedelta(hours=1))
+        fake = FakeHogQL(data)
+        senders = []
+
+        def recorded(request: Any, context: Any) -> Any:
+            senders.append(threading.get_ident())
+            return fake(request, context)
+
+        requests_mock.post(QUERY_URL, json=recorded)
+        output = read_stream("events", SyncMode.incremental, {**config(), "events_queries_in_flight": 2})
+
+        assert Counter(uuids(records(output))) == Counter(event.uuid for event in data)
+        assert [r["timestamp"] for r in records(output)] == sorted(r["timestamp"] for r in records(output))
+        assert len(set(senders)) == 2, "the pages ahead come from one worker lane"
+        assert fake.calls == len(states(output))  # nothing sent ahead was wasted; a STATE after each
+        assert not output.errors
