@@ -181,8 +181,9 @@ class Events(PostHogStream, CheckpointMixin):
         window (which does not depend on it) may already be on its way: two queries in flight at
         most, one per lane, and records and checkpoints stay in order."""
         query = stream_slice["query"]
-        response, body = self._lanes.read(query, self._plan.prefetchable() if isinstance(query, PageQuery) else None)
-        yield from self._handle(query, response, body)
+        # The answer's bytes go straight to `_handle`, which frees them once parsed: no frame here
+        # may hold a page's bytes while its rows are read (a page is ~40 MB).
+        yield from self._handle(query, *self._lanes.read(query, self._plan.prefetchable() if isinstance(query, PageQuery) else None))
 
     def _send(self, client: PostHogClient, query: Any) -> Tuple[requests.Response, bytes]:
         return client.send("POST", f"{self.url_base}query/", json=self.request_body_json(stream_slice={"query": query}))
