@@ -21,6 +21,7 @@ from airbyte_cdk.sources.streams.call_rate import APIBudget
 from airbyte_cdk.sources.streams.checkpoint.checkpoint_reader import FULL_REFRESH_COMPLETE_STATE
 from airbyte_cdk.sources.streams.http import HttpStream
 from airbyte_cdk.sources.streams.http.requests_native_auth import TokenAuthenticator
+from airbyte_cdk.sources.types import StreamSlice
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
@@ -200,6 +201,35 @@ class NextUrlPagination(PostHogStream, ABC):
         if next_page_token:
             return {}  # `next` carries every parameter
         return {"limit": self.page_size} if self.page_size else {}
+
+
+class ListInPasses(NextUrlPagination, ABC):
+    """A list PostHog serves one pass at a time (property types, group types, archived or not):
+    one slice per pass, the pass's parameters on its first page (`next` carries them after)."""
+
+    def passes(self) -> Iterable[Mapping[str, Any]]:
+        raise NotImplementedError
+
+    def pass_params(self, partition: Mapping[str, Any]) -> Mapping[str, Any]:
+        return partition
+
+    def stream_slices(self, **kwargs: Any) -> Iterable[Optional[Mapping[str, Any]]]:
+        for partition in self.passes():
+            yield StreamSlice(partition=dict(partition), cursor_slice={})
+
+    def request_params(
+        self, stream_slice: Optional[Mapping[str, Any]] = None, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> MutableMapping[str, Any]:
+        params = super().request_params(next_page_token=next_page_token, **kwargs)
+        if not next_page_token and stream_slice:
+            params.update(self.pass_params(partition_of(stream_slice)))
+        return params
+
+
+def partition_of(stream_slice: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
+    if stream_slice is None:
+        return {}
+    return stream_slice.partition if isinstance(stream_slice, StreamSlice) else stream_slice
 
 
 class HasNextOffsetPagination(PostHogStream, ABC):

@@ -7,14 +7,12 @@ reads groups_types first and makes one slice per type the project has.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Mapping, MutableMapping, Optional
-
-from airbyte_cdk.sources.types import StreamSlice
+from typing import Any, Iterable, List, Mapping
 
 from source_posthog.http import PostHogClient, where
 from source_posthog.posthog import envelopes
 from source_posthog.posthog.envelopes import MalformedBody
-from source_posthog.streams.base import NextUrlPagination, malformed_response
+from source_posthog.streams.base import ListInPasses, NextUrlPagination, malformed_response
 
 
 class GroupTypes(NextUrlPagination):
@@ -31,7 +29,7 @@ class GroupTypes(NextUrlPagination):
         return {}
 
 
-class Groups(NextUrlPagination):
+class Groups(ListInPasses):
     """`groups/?group_type_index=N`: one slice per group type the project has (read from
     `groups_types/` when the sync starts), each paged by the keyset cursor PostHog puts in
     `next` (`{"next", "previous": null, "results"}`, a fixed 100 a page: no `limit`).
@@ -46,9 +44,8 @@ class Groups(NextUrlPagination):
     primary_key = ["group_type_index", "group_key"]  # a key is unique within its type only
     page_size = None  # PostHog fixes the page at 100 and has no `limit` parameter
 
-    def stream_slices(self, **kwargs: Any) -> Iterable[Optional[Mapping[str, Any]]]:
-        for index in self.group_type_indexes():
-            yield StreamSlice(partition={"group_type_index": index}, cursor_slice={})
+    def passes(self) -> Iterable[Mapping[str, Any]]:
+        return [{"group_type_index": index} for index in self.group_type_indexes()]
 
     def group_type_indexes(self) -> List[int]:
         config = self.config
@@ -62,15 +59,3 @@ class Groups(NextUrlPagination):
 
     def probe_params(self) -> Mapping[str, Any]:
         return {"group_type_index": 0}
-
-    def request_params(
-        self,
-        stream_slice: Optional[Mapping[str, Any]] = None,
-        next_page_token: Optional[Mapping[str, Any]] = None,
-        **kwargs: Any,
-    ) -> MutableMapping[str, Any]:
-        params = super().request_params(next_page_token=next_page_token, **kwargs)
-        if not next_page_token and stream_slice:
-            partition = stream_slice.partition if isinstance(stream_slice, StreamSlice) else stream_slice
-            params["group_type_index"] = partition["group_type_index"]
-        return params

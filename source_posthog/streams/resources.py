@@ -10,13 +10,12 @@ from typing import Any, Iterable, Mapping, MutableMapping, Optional
 
 import requests
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
-from airbyte_cdk.sources.types import StreamSlice
 
 from source_posthog import settings
 from source_posthog.http import ClientError, PostHogClient, PostHogErrorHandler, where
 from source_posthog.posthog import envelopes
 from source_posthog.posthog.envelopes import MalformedBody
-from source_posthog.streams.base import NextUrlPagination, malformed_response
+from source_posthog.streams.base import ListInPasses, NextUrlPagination, malformed_response, partition_of
 
 
 class Persons(NextUrlPagination):
@@ -79,7 +78,7 @@ class Dashboards(NextUrlPagination):
     scope = "dashboard:read"
 
 
-class Experiments(NextUrlPagination):
+class Experiments(ListInPasses):
     """`experiments/`: two passes. The list hides archived experiments unless asked, and
     `archived=true` returns only the archived ones (docs/posthog-api.md § 14.4), so a sync reads
     `archived=false`, then `archived=true`. Each record already says which it is (`archived`);
@@ -88,30 +87,19 @@ class Experiments(NextUrlPagination):
     resource = "experiments"
     scope = "experiment:read"
 
-    def stream_slices(self, **kwargs: Any) -> Iterable[Optional[Mapping[str, Any]]]:
-        for archived in (False, True):
-            yield StreamSlice(partition={"archived": archived}, cursor_slice={})
+    def passes(self) -> Iterable[Mapping[str, Any]]:
+        return [{"archived": False}, {"archived": True}]
 
-    def request_params(
-        self, stream_slice: Optional[Mapping[str, Any]] = None, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any
-    ) -> MutableMapping[str, Any]:
-        params = super().request_params(next_page_token=next_page_token, **kwargs)
-        if not next_page_token and stream_slice:
-            params["archived"] = "true" if _archived_pass(stream_slice) else "false"
-        return params
+    def pass_params(self, partition: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"archived": "true" if partition["archived"] else "false"}
 
     def parse_response(
         self, response: requests.Response, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any
     ) -> Iterable[Mapping[str, Any]]:
-        archived = _archived_pass(stream_slice or {})
+        archived = bool(partition_of(stream_slice).get("archived"))
         for record in super().parse_response(response, **kwargs):
             if bool(record.get("archived")) == archived:
                 yield record
-
-
-def _archived_pass(stream_slice: Mapping[str, Any]) -> bool:
-    partition = stream_slice.partition if isinstance(stream_slice, StreamSlice) else stream_slice
-    return bool(partition.get("archived"))
 
 
 class Surveys(NextUrlPagination):
