@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/source-posthog: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]" --config-settings editable_mode=compat  # compat: no "editable installation" warning
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
 setup: $(BIN)/source-posthog

@@ -25,6 +25,7 @@ setup(
     license="MIT",
     python_requires=">=3.10,<3.14",
     # Namespace discovery: schemas/ is a package-data folder without __init__.py.
+    package_dir={"": "."},  # with this, an editable install is a plain .pth (no setuptools warning)
     packages=find_namespace_packages(include=["source_posthog", "source_posthog.*"], exclude=["*.__pycache__"]),
     install_requires=MAIN_REQUIREMENTS,
     extras_require={"dev": TEST_REQUIREMENTS},
