@@ -28,7 +28,7 @@ from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog import settings
 from source_posthog.posthog.envelopes import MalformedBody, decode_body, hogql_records
-from source_posthog.http import PostHogClient, PostHogErrorHandler, error_detail, is_query_timeout
+from source_posthog.http import PostHogClient, error_detail, is_query_timeout
 from source_posthog.posthog.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
 from source_posthog.posthog.timestamps import parse_timestamp
 from source_posthog.state import StateError, not_in_future
@@ -152,10 +152,6 @@ class Events(PostHogStream, CheckpointMixin):
         name = "airbyte_source_posthog_events_counts" if isinstance(query, (CountQuery, MinuteCountQuery)) else "airbyte_source_posthog_events"
         return {"query": {"kind": "HogQLQuery", "query": query.hogql()}, "name": name, "refresh": "blocking"}
 
-    def get_error_handler(self) -> PostHogErrorHandler:
-        # A query over PostHog's execution limit is answered by a smaller one, not retried as is.
-        return PostHogErrorHandler(self.name, self.scope, self.config.project_id, self.config.base_url, self.bodies, adapts_to_query_timeouts=True)
-
     def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
         return None  # one page per slice: the plan decides the next one
 
@@ -190,6 +186,7 @@ class Events(PostHogStream, CheckpointMixin):
 
     def _client(self) -> PostHogClient:
         config = self.config
+        # A query over PostHog's execution limit is answered by a smaller one, not retried as is.
         return PostHogClient(
             self.name, self.scope, config.api_key, config.project_id, config.base_url, self.api_budget, config.request_timeout_seconds,
             adapts_to_query_timeouts=True,
