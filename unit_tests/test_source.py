@@ -155,3 +155,22 @@ def test_a_legacy_key_without_scopes_is_described_as_star() -> None:
     from source_posthog.posthog.scopes import granted_scopes
 
     assert granted_scopes({"scopes": []}) == ["*"] and granted_scopes({"detail": "x"}) is None
+
+
+def test_given_the_command_starts_then_glibc_is_asked_for_one_malloc_arena_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The lanes' threads would each hold a page in their own arena (about 40 MB each at 1M events).
+    import source_posthog.run as run_module
+
+    calls: List[str] = []
+    monkeypatch.setattr(run_module, "one_malloc_arena", lambda: calls.append("arena") or True)
+    monkeypatch.setattr(run_module, "launch", lambda entrypoint, args: calls.append(f"launch {args}"))
+
+    run_module.run(["spec"])
+
+    assert calls == ["arena", "launch ['spec']"]
+
+
+def test_given_glibc_when_asking_for_one_malloc_arena_then_mallopt_accepts_it() -> None:
+    from source_posthog.run import one_malloc_arena
+
+    assert one_malloc_arena() is True  # this machine's and the image's C library is glibc
