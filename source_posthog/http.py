@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import weakref
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -106,6 +107,13 @@ def is_query_timeout(response: requests.Response) -> bool:
     return errors.is_query_time_limit(response.status_code, response.content or b"")
 
 
+# Taken while a body is read off the socket and while a page is parsed, so that the two never
+# happen at once on two threads (the events lanes): a page's bytes and its parsed rows are each
+# ~40-70 MB, and together with the next page's bytes arriving they set the sync's peak memory.
+# Neither holder waits for anything else while it holds it.
+BODY_MEMORY = threading.Lock()
+
+
 class ResponseBodies:
     """The bodies of successful responses, read in one call inside the retry loop.
 
@@ -124,7 +132,8 @@ class ResponseBodies:
         if response in self._bodies:
             return None
         try:
-            self._bodies[response] = response.raw.read(decode_content=True) or b"" if response.raw is not None else response.content
+            with BODY_MEMORY:
+                self._bodies[response] = response.raw.read(decode_content=True) or b"" if response.raw is not None else response.content
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self._errors[response] = type(error).__name__
             response.close()

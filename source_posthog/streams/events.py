@@ -28,7 +28,7 @@ from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog import settings
 from source_posthog.posthog.envelopes import MalformedBody, decode_body, hogql_records
-from source_posthog.http import PostHogClient, error_detail, is_query_timeout
+from source_posthog.http import BODY_MEMORY, PostHogClient, error_detail, is_query_timeout
 from source_posthog.posthog.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
 from source_posthog.posthog.timestamps import parse_timestamp
 from source_posthog.state import StateError, not_in_future
@@ -207,10 +207,11 @@ class Events(PostHogStream, CheckpointMixin):
             self.logger.info(f"Stream events: {where(response)} hit PostHog's query time limit; asking for a smaller range ({error_detail(response)[:120]}).")
             return
         try:
-            body = decode_body(content, item_type=list)
+            with BODY_MEMORY:  # not while the other lane reads the next page's bytes
+                body = decode_body(content, item_type=list)
+                del content  # a page is ~40 MB: hold no bytes while its rows are read
         except MalformedBody as error:
             raise malformed_response(where(response), str(error))
-        del content  # a page is ~40 MB: hold no bytes while its rows are read
         if isinstance(query, CountQuery):
             self._advance(self._plan.after_counts(query, self._hours(body, response)))
             return
