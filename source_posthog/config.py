@@ -9,8 +9,8 @@ from __future__ import annotations
 import html
 import ipaddress
 import re
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass, replace
+from typing import Any, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import pendulum
@@ -40,6 +40,17 @@ class PostHogConfig:
     events_visibility_tolerance_minutes: int
     events_queries_in_flight: int
     request_timeout_seconds: int
+    additional_project_ids: Tuple[int, ...] = ()
+    all_projects: bool = False
+
+    @property
+    def project_ids(self) -> Tuple[int, ...]:
+        """The configured projects, `project_id` first, each once (with `all_projects`, the sync
+        adds every project the key can list)."""
+        return tuple(dict.fromkeys((self.project_id, *self.additional_project_ids)))
+
+    def for_project(self, project_id: int) -> "PostHogConfig":
+        return replace(self, project_id=project_id)
 
     @property
     def api_url(self) -> str:
@@ -82,7 +93,31 @@ def parse_config(config: Mapping[str, Any], now: Optional[pendulum.DateTime] = N
         request_timeout_seconds=_int_in_range(
             config, "request_timeout_seconds", settings.READ_TIMEOUT_SECONDS_DEFAULT, 1, 900
         ),
+        additional_project_ids=_additional_project_ids(config.get(ADDITIONAL_PROJECTS_FIELD)),
+        all_projects=_boolean(config, ALL_PROJECTS_FIELD),
     )
+
+
+ADDITIONAL_PROJECTS_FIELD = "additional_project_ids"
+ALL_PROJECTS_FIELD = "all_projects"
+
+
+def _additional_project_ids(value: Any) -> Tuple[int, ...]:
+    if value is None:
+        return ()
+    items: List[Any] = value if isinstance(value, list) else [value]
+    ids = []
+    for item in items:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item.strip())
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            raise ConfigError(
+                ADDITIONAL_PROJECTS_FIELD,
+                f"must be a list of positive integers (project IDs), got {item!r} in it.",
+                "List the other projects' IDs from their Project settings, e.g. [12346, 12347], or leave it empty.",
+            )
+        ids.append(item)
+    return tuple(dict.fromkeys(ids))
 
 
 def _api_key(value: Any) -> str:

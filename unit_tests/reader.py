@@ -34,8 +34,13 @@ def read_stream(
     )
 
 
-def records(output: EntrypointOutput) -> List[Dict[str, Any]]:
-    return [message.record.data for message in output.records]
+def records(output: EntrypointOutput, project_id: int = 2) -> List[Dict[str, Any]]:
+    """The records as PostHog's API shaped them: each must carry the `project_id` it was read
+    from (the connector adds it, source_posthog/projects.py), which is checked and taken off."""
+    data = [message.record.data for message in output.records]
+    wrong = [record.get("project_id") for record in data if record.get("project_id") != project_id]
+    assert not wrong, f"records must carry project_id {project_id}, some carry {wrong[:3]}"
+    return [{key: value for key, value in record.items() if key != "project_id"} for record in data]
 
 
 def states(output: EntrypointOutput) -> List[Dict[str, Any]]:

@@ -21,7 +21,7 @@ class GroupTypes(NextUrlPagination):
 
     resource = "groups_types"
     scope = "group:read"
-    primary_key = "group_type_index"
+    primary_key = ["project_id", "group_type_index"]  # an index is unique within its project only
     page_size = None  # not paginated: no `limit`
     bare_list = True
 
@@ -41,7 +41,7 @@ class Groups(ListInPasses):
 
     resource = "groups"
     scope = "group:read"
-    primary_key = ["group_type_index", "group_key"]  # a key is unique within its type only
+    primary_key = ["project_id", "group_type_index", "group_key"]  # a key is unique within its project and type only
     page_size = None  # PostHog fixes the page at 100 and has no `limit` parameter
 
     def passes(self) -> Iterable[Mapping[str, Any]]:
