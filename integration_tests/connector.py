@@ -22,13 +22,13 @@ from test_support.keys import hashable
 from test_support.secrets import known_secrets, leaked
 
 REPO = Path(__file__).resolve().parent.parent
-INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time"}
+INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time", "sessions": "$start_timestamp"}
 PRIMARY_KEYS = {"events": ("uuid",), "property_definitions": ("type", "id"), "group_types": ("group_type_index",),
-                "groups": ("group_type_index", "group_key")}
+                "groups": ("group_type_index", "group_key"), "sessions": ("session_id",)}
 ALL_STREAMS = (
     "projects", "cohorts", "feature_flags", "insights", "annotations", "actions", "event_definitions",
     "property_definitions", "group_types", "groups", "dashboards", "experiments", "surveys", "persons",
-    "session_recordings", "events",
+    "session_recordings", "sessions", "events",
 )
 
 
@@ -48,10 +48,37 @@ def expected_incremental_keys(stream: str, changes: Mapping[str, Any], truth_aft
     incremental streams, everything for the full-refresh ones."""
     if stream == "events":
         return set(changes["events"]["new"]) | set(changes["events"]["late"])
-    if stream in ("annotations", "session_recordings"):
+    if stream in ("annotations", "session_recordings", "sessions"):
+        # sessions: the least an incremental sync must deliver (it also re-reads the settling
+        # window, see sessions_incremental_problems).
         block = changes.get(stream, {})
         return set(block.get("new", [])) | set(block.get("updated", []))
     return set(map(hashable, truth_after.get(stream, [])))
+
+
+def sessions_incremental_problems(result: "SyncResult", changes: Mapping[str, Any], truth_after: List[Any], floor: Mapping[str, Any]) -> List[str]:
+    """What an incremental sessions sync after `emu.mutate(...)` must do, one line per failure:
+    emit every new and changed session once, with its final `$end_timestamp`; emit nothing outside
+    the ground truth; and re-emit nothing that started before the incoming state's `floor`."""
+    block = changes.get("sessions", {})
+    records = {record["session_id"]: record for record in result.records.get("sessions", [])}
+    problems = []
+    if len(records) != len(result.records.get("sessions", [])):
+        problems.append("sessions: duplicate session_id in one sync")
+    missing = (set(block.get("new", [])) | set(block.get("updated", []))) - set(records)
+    if missing:
+        problems.append(f"sessions: {len(missing)} new or changed sessions not emitted (e.g. {sorted(missing)[:3]})")
+    extra = set(records) - set(truth_after)
+    if extra:
+        problems.append(f"sessions: {len(extra)} emitted sessions are not in the ground truth")
+    for session_id, final in block.get("final", {}).items():
+        if session_id in records and records[session_id]["$end_timestamp"] != final["$end_timestamp"]:
+            problems.append(f"sessions {session_id}: $end_timestamp {records[session_id]['$end_timestamp']}, final {final['$end_timestamp']}")
+    floor_start = floor.get("$start_timestamp")
+    early = [sid for sid, record in records.items() if floor_start and record["$start_timestamp"] < floor_start]
+    if early:
+        problems.append(f"sessions: {len(early)} re-emitted sessions started before the state's {floor_start}")
+    return problems
 
 
 def write_config(directory: Path, url: str, api_key: str, project_id: int, **extra: Any) -> Path:

@@ -109,15 +109,17 @@ PROJECT_LIST_FIELDS = {"id", "uuid", "organization", "api_token", "name", "compl
 def test_projects_list_detail_and_organization_views(emu):
     body = get(emu, "/api/projects/").json()
     assert set(body) == {"count", "next", "previous", "results"}
-    assert body["count"] == 2 and body["next"] is None and body["previous"] is None
-    assert [p["id"] for p in body["results"]] == [2, 3] == emu.ground_truth("projects")
+    assert body["count"] == 4 and body["next"] is None and body["previous"] is None
+    assert [p["id"] for p in body["results"]] == [2, 3, 4, 5]
+    assert emu.ground_truth("projects") == [2]  # the connector emits the project it reads
+    assert {p["id"]: p["timezone"] for p in body["results"]} == {2: "UTC", 3: "UTC", 4: "Asia/Kolkata", 5: "UTC"}
     assert all(set(p) == PROJECT_LIST_FIELDS for p in body["results"])
     assert body["results"][0]["name"] == "Default project"
     detail = get(emu, "/api/projects/2/").json()
     assert PROJECT_LIST_FIELDS < set(detail) and "test_account_filters" in detail
     org = body["results"][0]["organization"]
     for path in ("/api/organizations/@current/projects/", f"/api/organizations/{org}/projects/"):
-        assert [p["id"] for p in get(emu, path).json()["results"]] == [2, 3]
+        assert [p["id"] for p in get(emu, path).json()["results"]] == [2, 3, 4, 5]
     assert get(emu, "/api/organizations/00000000-0000-0000-0000-000000000000/projects/").status_code == 404
 
 
@@ -804,3 +806,96 @@ def test_process_mode(data_dir):
         change = proc.mutate(new_events=3)
         assert set(change["events"]["new"]) <= set(proc.ground_truth("events"))
         assert len(proc.requests()) == 21
+
+
+# -- the HogQL `sessions` table (computed from the events' `$session_id`) ----------------------------
+
+SESSION_QUERY = ("SELECT session_id, distinct_id, `$start_timestamp`, `$end_timestamp`, `$entry_current_url`, `$end_current_url`, "
+                 "`$pageview_count`, `$autocapture_count`, `$screen_count`, `$session_duration`, `$is_bounce`, `$channel_type` "
+                 "FROM sessions ORDER BY `$start_timestamp` ASC, session_id ASC LIMIT 50000")
+
+
+def _sessions_from_events(e) -> dict:
+    """The sessions recomputed here, in Python, from the events the emulator serves."""
+    r = hog(e, "SELECT uuid, event, timestamp, distinct_id, properties FROM events ORDER BY timestamp, uuid LIMIT 50000")
+    assert r.status_code == 200, r.text
+    out: dict = {}
+    for uid, event, stamp, distinct_id, properties in r.json()["results"]:
+        props = json.loads(properties)
+        out.setdefault(props["$session_id"], []).append((stamp, uid, event, distinct_id, props))
+    expected = {}
+    for sid, rows in out.items():
+        rows.sort(key=lambda row: (row[0], row[1]))
+        first, last = rows[0], rows[-1]
+        start, end = (datetime.fromisoformat(row[0].replace("Z", "+00:00")) for row in (first, last))
+        duration = int(end.replace(microsecond=0).timestamp() - start.replace(microsecond=0).timestamp())
+        pages = sum(row[2] in ("$pageview", "$screen") for row in rows)
+        autocaptures = sum(row[2] == "$autocapture" for row in rows)
+        bounce = None if pages == 0 else not (pages > 1 or autocaptures > 0 or duration >= 10)
+        channel = {"$direct": "Direct", "www.google.com": "Organic Search", "t.co": "Organic Social"}.get(first[4]["$referring_domain"], "Referral")
+        expected[sid] = [sid, last[3], first[0], last[0], first[4]["$current_url"], last[4]["$current_url"],
+                         sum(row[2] == "$pageview" for row in rows), autocaptures, sum(row[2] == "$screen" for row in rows),
+                         duration, bounce, channel]
+    return expected
+
+
+def test_sessions_table_aggregates_the_events_of_each_session(emu):
+    r = hog(emu, SESSION_QUERY)
+
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["columns"][:4] == ["session_id", "distinct_id", "$start_timestamp", "$end_timestamp"]
+    assert dict(map(tuple, body["types"]))["$start_timestamp"] == "DateTime64(6, 'UTC')"
+    rows = body["results"]
+    assert [row[0] for row in rows] == emu.ground_truth("sessions")
+    assert {row[0]: row for row in rows} == _sessions_from_events(emu)
+    assert any(row[6] > 1 for row in rows) and {row[11] for row in rows} >= {"Direct", "Organic Search"}
+
+
+@pytest.mark.parametrize("column", ["`$start_timestamp`", '"$start_timestamp"', "$start_timestamp"])
+def test_sessions_dollar_columns_take_backticks_double_quotes_or_no_quotes(emu, column):
+    r = hog(emu, f"SELECT session_id, {column} FROM sessions WHERE {column} >= toDateTime64('2000-01-01 00:00:00.000000', 6, 'UTC') "
+                 f"ORDER BY {column} ASC, session_id ASC LIMIT 5")
+
+    assert r.status_code == 200, r.text
+    assert r.json()["columns"] == ["session_id", "$start_timestamp"] and len(r.json()["results"]) == 5
+
+
+def test_sessions_keyset_pages_return_every_session_once(emu):
+    seen, after = [], None
+    while True:
+        key = "" if after is None else (f" AND (`$start_timestamp` > toDateTime64('{after[0][:-1].replace('T', ' ')}', 6, 'UTC') OR "
+                                        f"(`$start_timestamp` = toDateTime64('{after[0][:-1].replace('T', ' ')}', 6, 'UTC') AND session_id > '{after[1]}'))")
+        r = hog(emu, "SELECT session_id, `$start_timestamp` FROM sessions WHERE `$start_timestamp` >= toDateTime64('2000-01-01 00:00:00', 6, 'UTC')"
+                     f"{key} ORDER BY `$start_timestamp` ASC, session_id ASC LIMIT 500")
+        assert r.status_code == 200, r.text
+        rows = r.json()["results"]
+        seen += [row[0] for row in rows]
+        if len(rows) < 500:
+            break
+        after = (rows[-1][1], rows[-1][0])
+    assert seen == emu.ground_truth("sessions")
+
+
+def test_sessions_unknown_column_is_a_resolution_error(emu):
+    r = hog(emu, "SELECT `$no_such_field` FROM sessions LIMIT 1")
+
+    assert r.status_code == 400 and "Unable to resolve field: $no_such_field" in r.json()["detail"]
+
+
+def test_sessions_follow_the_visible_events_and_grow_with_mutations(make_emu):
+    e = make_emu(events=400, seed=5, base_time=datetime.now(timezone.utc).replace(second=0, microsecond=0))
+    before = set(e.ground_truth("sessions"))
+
+    changes = e.mutate(new_sessions=2, grow_ongoing_sessions=True)
+
+    sessions = changes["sessions"]
+    assert len(sessions["new"]) == 2 and not sessions["by_late_events"] and set(sessions["new"]).isdisjoint(before)
+    assert set(sessions["updated"]) <= before
+    rows = {row[0]: row for row in hog(e, SESSION_QUERY).json()["results"]}
+    for sid, final in sessions["final"].items():
+        assert (rows[sid][2], rows[sid][3]) == (final["$start_timestamp"], final["$end_timestamp"])
+    hidden = e.mutate(new_sessions=1, visibility_delay_seconds=3600)["sessions"]["new"]
+    visible = {row[0] for row in hog(e, SESSION_QUERY).json()["results"]}
+    assert not set(hidden) & visible and set(hidden) <= set(e.ground_truth("sessions"))
+    assert not set(hidden) & set(e.ground_truth("sessions", visible_only=True))

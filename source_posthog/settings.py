@@ -13,7 +13,13 @@ DEFAULT_ANCHOR_AGE = timedelta(days=365)
 # DRF LimitOffsetPagination has no max_limit in PostHog, so counted lists take large pages.
 LIST_PAGE_SIZE = 1000
 # Persons are built from an ActorsQuery: deep offsets are slow, so stay at <= 1000 (docs/posthog-api.md 3.2).
+# This is the REST list's page: the fallback for a key without `query:read`.
 PERSONS_PAGE_SIZE = 1000
+# Persons through HogQL (streams/persons.py): keyset pages on `id` of this many persons (~0.5 KB each,
+# PostHog caps an explicit LIMIT at 50,000), then their distinct ids in requests of up to this many
+# rows (a person can have thousands; a page of persons has ~1.6 per person).
+PERSONS_QUERY_PAGE_SIZE = 25_000
+PERSONS_DISTINCT_IDS_PAGE_SIZE = 50_000
 # Session recordings default to 50 a page; the list is a ClickHouse query, keep pages moderate.
 RECORDINGS_PAGE_SIZE = 200
 
@@ -50,6 +56,21 @@ RECORDINGS_LOOKBACK = timedelta(hours=6)
 RECORDINGS_MAX_TRACKED_RECENT = 20_000
 # A recording still `ongoing` two days after it started is not followed any more.
 RECORDINGS_ONGOING_MAX_AGE = timedelta(days=2)
+
+# -- Sessions (HogQL `sessions` table) ---------------------------------------------------------
+# PostHog ends a session after 30 minutes without events and caps it at 24 hours
+# (docs/posthog-api.md § 11.3). A session whose last event is older than the inactivity timeout
+# plus the events visibility tolerance (§ 11.1, `events_visibility_tolerance_minutes`) gets no
+# more events: it has settled. Incremental syncs re-read from the oldest session not yet settled.
+SESSIONS_INACTIVITY_TIMEOUT = timedelta(minutes=30)
+SESSIONS_MAX_LENGTH = timedelta(hours=24)
+# Every query reads one window of session starts, so ClickHouse aggregates a bounded range of
+# raw sessions per page (PostHog widens the pushed-down range by 3 days each side).
+SESSIONS_WINDOW = timedelta(days=1)
+# Windows that hold under a quarter page double, up to this (a first sync over a sparse year).
+SESSIONS_WINDOW_MAX = timedelta(days=32)
+# Session rows are ~1 KB of scalars: moderate pages keep a window's aggregation fast.
+SESSIONS_PAGE_SIZE = 10_000
 
 # -- HTTP -------------------------------------------------------------------------------------
 CONNECT_TIMEOUT_SECONDS = 10

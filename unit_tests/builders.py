@@ -303,8 +303,7 @@ def person_uuid(n: int) -> str:
 
 # -- the scope probes of check and discover (one cheap request per stream) ------------------------
 
-PROBED = {  # stream → (resource path under the project, or None for /api/projects/; the scope)
-    "projects": (None, "project:read"),
+PROBED = {  # stream → (resource path under the project; the scope). Not projects: check itself reads the project.
     "cohorts": ("cohorts", "cohort:read"),
     "feature_flags": ("feature_flags", "feature_flag:read"),
     "insights": ("insights", "insight:read"),
@@ -319,6 +318,7 @@ PROBED = {  # stream → (resource path under the project, or None for /api/proj
     "surveys": ("surveys", "survey:read"),
     "persons": ("persons", "person:read"),
     "session_recordings": ("session_recordings", "session_recording:read"),
+    "sessions": ("query", "query:read"),
     "events": ("query", "query:read"),
 }
 
@@ -337,10 +337,17 @@ def mock_scope_probes(http_mocker: Any, refused: Optional[List[str]] = None) -> 
     stream's probe with an empty page, or a 403 for the scope of each stream in `refused`."""
     http_mocker.get(CURRENT_KEY.build(), PostHogResponse.error(404).build())
     for stream, (resource, scope) in PROBED.items():
-        request = (PostHogRequest.projects() if resource is None else PostHogRequest.resource(resource)).with_any_query_params()
+        request = PostHogRequest.resource(resource).with_any_query_params()
+        if stream == "persons":  # HogQL first (query:read); the REST list (person:read) only if that is refused
+            refuse = stream in (refused or [])
+            query = PostHogResponse.forbidden_scope("query:read") if refuse else PostHogResponse(load_template("query_events")).with_field("results", [])
+            http_mocker.post(PostHogRequest.query().with_body(_persons_probe_body()).build(), query.build())
+            if refuse:
+                http_mocker.get(request.build(), PostHogResponse.forbidden_scope(scope).build())
+            continue
         if stream in (refused or []):
             response = PostHogResponse.forbidden_scope(scope).build()
-        elif stream == "events":
+        elif stream in ("events", "sessions"):
             response = PostHogResponse(load_template("query_events")).with_field("results", []).build()
         elif stream == "session_recordings":
             response = PostHogResponse({"results": [], "has_next": False, "version": 4}).build()
@@ -352,6 +359,8 @@ def mock_scope_probes(http_mocker: Any, refused: Optional[List[str]] = None) -> 
             response = PostHogResponse({"count": 0, "next": None, "previous": None, "results": []}).build()
         if stream == "events":
             http_mocker.post(PostHogRequest.query().with_body(_events_probe_body()).build(), response)
+        elif stream == "sessions":
+            http_mocker.post(PostHogRequest.query().with_body(_sessions_probe_body()).build(), response)
         else:
             http_mocker.get(request.build(), response)
 
@@ -368,9 +377,24 @@ def readable_everywhere(requests_mock: Any, base_url: str) -> None:
         requests_mock.register_uri(method, re.compile(re.escape(base_url) + "/api/"), json=EMPTY_EVERYTHING)
 
 
+def _persons_probe_body() -> Mapping[str, Any]:
+    from source_posthog.config import parse_config
+    from source_posthog.streams import Persons
+
+    return Persons(parse_config(ConfigBuilder().build()), None).probe_body()
+
+
 def _events_probe_body() -> Mapping[str, Any]:
     """The events probe's body (it depends on the frozen clock only)."""
     from source_posthog.config import parse_config
     from source_posthog.streams import Events
 
     return Events(parse_config(ConfigBuilder().build()), None).probe_body()
+
+
+def _sessions_probe_body() -> Mapping[str, Any]:
+    """The sessions probe's body (a one-row sessions query; it depends on the frozen clock only)."""
+    from source_posthog.config import parse_config
+    from source_posthog.streams import Sessions
+
+    return Sessions(parse_config(ConfigBuilder().build()), None).probe_body()

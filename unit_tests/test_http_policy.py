@@ -23,13 +23,15 @@ from unit_tests.builders import API_KEY, PROJECT_URL, ConfigBuilder, PostHogRequ
 from unit_tests.reader import config_errors, errors, everything_emitted, read_stream, records
 
 CDK_EXTRA_SECOND = 1
-PERSONS = PostHogRequest.persons().with_limit(settings.PERSONS_PAGE_SIZE)
-PERSONS_URL = f"{PROJECT_URL}/persons/?limit={settings.PERSONS_PAGE_SIZE}"
-ENDPOINT = "/api/projects/2/persons/"
+# The policy is the same for every endpoint; a plain REST list (cohorts) carries these tests. (They
+# used persons until persons moved to HogQL keyset pages, streams/persons.py.)
+LIST = PostHogRequest.cohorts().with_limit(settings.LIST_PAGE_SIZE)
+LIST_URL = f"{PROJECT_URL}/cohorts/?limit={settings.LIST_PAGE_SIZE}"
+ENDPOINT = "/api/projects/2/cohorts/"
 
 
 def ok() -> Any:
-    return PostHogResponse.page("persons").with_records([record("persons", id=person_uuid(1), uuid=person_uuid(1))]).build()
+    return PostHogResponse.page("cohorts").with_records([record("cohorts", id=1)]).build()
 
 
 def waited(backoffs: List[float]) -> List[float]:
@@ -40,10 +42,10 @@ class TestRateLimited:
     def test_given_429_without_retry_after_when_read_then_exponential_backoff_then_failure_after_five_retries(
         self, http_mocker: HttpMocker, sleeps: List[float]
     ) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(request, PostHogResponse.error(429).build())
 
-        output = read_stream("persons", expecting_exception=True)
+        output = read_stream("cohorts", expecting_exception=True)
 
         http_mocker.assert_number_of_calls(request, 6)
         assert sleeps == waited([5, 10, 20, 40, 80])
@@ -53,10 +55,10 @@ class TestRateLimited:
         assert records(output) == []
 
     def test_given_429_with_retry_after_when_read_then_waits_as_asked_and_succeeds(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(request, [PostHogResponse.error(429).with_retry_after(120).build(), ok()])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
         assert sleeps == waited([120])
         assert len(records(output)) == 1
@@ -64,19 +66,19 @@ class TestRateLimited:
         http_mocker.assert_number_of_calls(request, 2)
 
     def test_given_429_then_success_when_read_then_one_exponential_wait(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(request, [PostHogResponse.error(429, "error_429_concurrency").build(), ok()])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
         assert sleeps == waited([5])
         assert len(records(output)) == 1
 
     def test_given_retry_after_on_every_429_when_read_then_still_at_most_five_retries(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(request, PostHogResponse.error(429).with_retry_after(3).build())
 
-        output = read_stream("persons", expecting_exception=True)
+        output = read_stream("cohorts", expecting_exception=True)
 
         http_mocker.assert_number_of_calls(request, 6)
         assert sleeps == waited([3] * 5)
@@ -88,10 +90,10 @@ class TestServerErrors:
     def test_given_server_error_when_read_then_linear_backoff_then_failure_after_three_retries(
         self, http_mocker: HttpMocker, sleeps: List[float], status: int
     ) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(request, PostHogResponse.error(status).build())
 
-        output = read_stream("persons", expecting_exception=True)
+        output = read_stream("cohorts", expecting_exception=True)
 
         http_mocker.assert_number_of_calls(request, 4)
         assert sleeps == waited([5, 10, 15])
@@ -100,16 +102,16 @@ class TestServerErrors:
         assert ENDPOINT in error.message and str(status) in error.message
 
     def test_given_html_502_from_a_proxy_when_read_then_it_is_retried_like_any_server_error(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(request, [PostHogResponse.raw("<html><body>502 Bad Gateway</body></html>", 502).build(), ok()])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
         assert sleeps == waited([5])
         assert len(records(output)) == 1
 
     def test_given_mixed_failures_when_read_then_each_class_keeps_its_own_schedule(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(
             request,
             [
@@ -121,21 +123,21 @@ class TestServerErrors:
             ],
         )
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
         assert sleeps == waited([5, 5, 10, 10])  # linear 5, 10 for the 500s; exponential 5, 10 for the 429s
         assert len(records(output)) == 1
         http_mocker.assert_number_of_calls(request, 5)
 
     def test_given_a_failure_on_one_page_when_the_next_page_fails_then_its_schedule_starts_again(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        next_url = f"{PROJECT_URL}/persons/?limit=1000&offset=1000"
+        next_url = f"{PROJECT_URL}/cohorts/?limit=1000&offset=1000"
         http_mocker.get(
-            PERSONS.build(),
-            [PostHogResponse.error(500).build(), PostHogResponse.page("persons").with_records(numbered("persons", 1)).with_next(next_url).build()],
+            LIST.build(),
+            [PostHogResponse.error(500).build(), PostHogResponse.page("cohorts").with_records(numbered("cohorts", 1)).with_next(next_url).build()],
         )
         http_mocker.get(PostHogRequest.from_next_url(next_url).build(), [PostHogResponse.error(500).build(), ok()])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
         assert sleeps == waited([5, 5])
         assert len(records(output)) == 2
@@ -153,9 +155,9 @@ class TestConnectionErrors:
     def test_given_connection_failure_when_read_then_linear_backoff_then_failure_after_three_retries(
         self, requests_mock: Any, sleeps: List[float], failure: Exception
     ) -> None:
-        mocked = requests_mock.get(PERSONS_URL, exc=failure)
+        mocked = requests_mock.get(LIST_URL, exc=failure)
 
-        output = read_stream("persons", expecting_exception=True)
+        output = read_stream("cohorts", expecting_exception=True)
 
         assert mocked.call_count == 4
         assert sleeps == waited([5, 10, 15])
@@ -164,9 +166,9 @@ class TestConnectionErrors:
         assert ENDPOINT in error.message and type(failure).__name__ in error.message
 
     def test_given_connection_reset_then_success_when_read_then_records_are_emitted(self, requests_mock: Any, sleeps: List[float]) -> None:
-        requests_mock.get(PERSONS_URL, [{"exc": requests.exceptions.ConnectionError("reset")}, {"text": ok().body, "status_code": 200}])
+        requests_mock.get(LIST_URL, [{"exc": requests.exceptions.ConnectionError("reset")}, {"text": ok().body, "status_code": 200}])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
         assert sleeps == waited([5])
         assert len(records(output)) == 1
@@ -179,20 +181,20 @@ class TestConnectionErrors:
         def truncated(request: Any, context: Any) -> str:
             raise requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(512 bytes read, 4096 more expected)")
 
-        mocked = requests_mock.get(PERSONS_URL, text=truncated)
+        mocked = requests_mock.get(LIST_URL, text=truncated)
 
-        output = read_stream("persons", expecting_exception=True)
+        output = read_stream("cohorts", expecting_exception=True)
 
         assert mocked.call_count == 4
         assert sleeps == waited([5, 10, 15])
         error = errors(output)[0]
         assert error.failure_type == FailureType.transient_error
-        assert "persons" in error.message and "ChunkedEncodingError" in error.message
+        assert "cohorts" in error.message and "ChunkedEncodingError" in error.message
 
     def test_when_read_then_every_request_has_explicit_connect_and_read_timeouts(self, requests_mock: Any) -> None:
-        requests_mock.get(PERSONS_URL, text=ok().body)
+        requests_mock.get(LIST_URL, text=ok().body)
 
-        read_stream("persons", config=ConfigBuilder().with_field("request_timeout_seconds", 45).build())
+        read_stream("cohorts", config=ConfigBuilder().with_field("request_timeout_seconds", 45).build())
 
         assert [call.timeout for call in requests_mock.request_history] == [(settings.CONNECT_TIMEOUT_SECONDS, 45)]
 
@@ -203,7 +205,7 @@ class TestClientErrorsFailFast:
         [
             pytest.param(PostHogResponse.error(401), ["'api_key'", "personal API key"], id="401-invalid-key"),
             pytest.param(PostHogResponse.error(401, "error_401_not_authenticated"), ["'api_key'"], id="401-no-credentials"),
-            pytest.param(PostHogResponse.forbidden_scope("person:read"), ["'person:read' scope"], id="403-scope"),
+            pytest.param(PostHogResponse.forbidden_scope("cohort:read"), ["'cohort:read' scope"], id="403-scope"),
             pytest.param(PostHogResponse.error(403, "error_403_project"), ["project 2", "'project_id'"], id="403-project"),
             pytest.param(PostHogResponse.error(404), ["'project_id'", "'host'", "us.posthog.com"], id="404"),
         ],
@@ -211,10 +213,10 @@ class TestClientErrorsFailFast:
     def test_given_client_error_when_read_then_fails_at_once_with_a_config_error_naming_the_fix(
         self, http_mocker: HttpMocker, sleeps: List[float], response: PostHogResponse, must_name: List[str]
     ) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(request, response.build())
 
-        output = read_stream("persons", expecting_exception=True)
+        output = read_stream("cohorts", expecting_exception=True)
 
         http_mocker.assert_number_of_calls(request, 1)
         assert sleeps == []
@@ -225,10 +227,10 @@ class TestClientErrorsFailFast:
         assert API_KEY not in everything_emitted(output)
 
     def test_given_400_when_read_then_fails_at_once_with_posthog_detail(self, http_mocker: HttpMocker) -> None:
-        request = PERSONS.build()
+        request = LIST.build()
         http_mocker.get(request, PostHogResponse.error(400).build())
 
-        output = read_stream("persons", expecting_exception=True)
+        output = read_stream("cohorts", expecting_exception=True)
 
         http_mocker.assert_number_of_calls(request, 1)
         assert "Unable to resolve field" in errors(output)[0].message
@@ -243,12 +245,12 @@ class TestSecrets:
         from airbyte_cdk.models import SyncMode
         from airbyte_cdk.test.entrypoint_wrapper import read
 
-        http_mocker.get(PERSONS.build(), [PostHogResponse.error(500).build(), PostHogResponse.error(429).build(), PostHogResponse.error(401).build()])
+        http_mocker.get(LIST.build(), [PostHogResponse.error(500).build(), PostHogResponse.error(429).build(), PostHogResponse.error(401).build()])
 
         output = read(
             SourcePosthog(),
             ConfigBuilder().build(),
-            CatalogBuilder().with_stream("persons", SyncMode.full_refresh).build(),
+            CatalogBuilder().with_stream("cohorts", SyncMode.full_refresh).build(),
             expecting_exception=True,
             debug=debug,
         )
@@ -261,9 +263,9 @@ class TestSecrets:
     def test_given_error_page_that_echoes_the_authorization_header_when_read_then_the_key_is_masked(
         self, http_mocker: HttpMocker, capsys: Any
     ) -> None:
-        http_mocker.get(PERSONS.build(), PostHogResponse.raw(f"<html>Bad request. Authorization: Bearer {API_KEY}</html>", 400).build())
+        http_mocker.get(LIST.build(), PostHogResponse.raw(f"<html>Bad request. Authorization: Bearer {API_KEY}</html>", 400).build())
 
-        output = read_stream("persons", expecting_exception=True)
+        output = read_stream("cohorts", expecting_exception=True)
 
         assert output.errors
         assert API_KEY not in everything_emitted(output)
@@ -280,33 +282,33 @@ class TestRetryLogsTellTheTruth:
         return [log.log.message for log in output.logs if "retry" in log.log.message.lower()]
 
     def test_given_502_then_success_when_read_then_the_log_names_http_502_and_the_wait_slept(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        http_mocker.get(PERSONS.build(), [PostHogResponse.raw("<html><title>502 Bad Gateway</title></html>", 502).build(), ok()])
+        http_mocker.get(LIST.build(), [PostHogResponse.raw("<html><title>502 Bad Gateway</title></html>", 502).build(), ok()])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
-        assert self._retry_lines(output) == [f"Stream persons: GET {ENDPOINT} answered HTTP 502 (an HTML error page (502 Bad Gateway)); retry 1 of 3 in 6 s."]
+        assert self._retry_lines(output) == [f"Stream cohorts: GET {ENDPOINT} answered HTTP 502 (an HTML error page (502 Bad Gateway)); retry 1 of 3 in 6 s."]
         assert sleeps == [6]
 
     def test_given_429_with_retry_after_when_read_then_the_log_names_it_and_the_wait(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        http_mocker.get(PERSONS.build(), [PostHogResponse.error(429).with_retry_after(120).build(), ok()])
+        http_mocker.get(LIST.build(), [PostHogResponse.error(429).with_retry_after(120).build(), ok()])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
         (line,) = self._retry_lines(output)
-        assert line.startswith(f"Stream persons: GET {ENDPOINT} answered HTTP 429 (") and line.endswith(", Retry-After 120 s); retry 1 of 5 in 121 s.")
+        assert line.startswith(f"Stream cohorts: GET {ENDPOINT} answered HTTP 429 (") and line.endswith(", Retry-After 120 s); retry 1 of 5 in 121 s.")
         assert sleeps == [121]
 
     def test_given_connection_reset_when_read_then_the_log_names_the_reset(self, requests_mock: Any, sleeps: List[float]) -> None:
-        requests_mock.get(PERSONS_URL, [{"exc": requests.exceptions.ConnectionError("Connection reset by peer")}, {"json": {"next": None, "results": []}}])
+        requests_mock.get(LIST_URL, [{"exc": requests.exceptions.ConnectionError("Connection reset by peer")}, {"json": {"next": None, "results": []}}])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
-        assert self._retry_lines(output)[0] == f"Stream persons: GET {ENDPOINT} failed with ConnectionError (Connection reset by peer); retry 1 of 3 in 6 s."
+        assert self._retry_lines(output)[0] == f"Stream cohorts: GET {ENDPOINT} failed with ConnectionError (Connection reset by peer); retry 1 of 3 in 6 s."
 
     def test_no_log_line_says_rate_limit_for_a_server_error(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
-        http_mocker.get(PERSONS.build(), [PostHogResponse.error(500).build(), ok()])
+        http_mocker.get(LIST.build(), [PostHogResponse.error(500).build(), ok()])
 
-        output = read_stream("persons")
+        output = read_stream("cohorts")
 
         assert not [log for log in output.logs if "Rate limit exceeded" in log.log.message]
 
@@ -340,7 +342,7 @@ class TestSharedBudget:
     def test_every_stream_shares_one_budget(self, config: Any) -> None:
         streams = SourcePosthog().streams(config)
         budgets = {id(budget_used_by(stream)) for stream in streams}
-        assert len(streams) == 16 and len(budgets) == 1
+        assert len(streams) == 17 and len(budgets) == 1
         assert all(budget_used_by(stream) is stream.api_budget for stream in streams)
         assert isinstance(streams[0].api_budget, HttpAPIBudget)
 
@@ -386,3 +388,26 @@ class TestSharedBudget:
         budget.update_from_response(request, throttled)
 
         budget.acquire_call(request, block=False)  # raises CallRateLimitHit if the 429 had exhausted it
+
+
+def test_given_a_page_being_parsed_when_another_lane_reads_a_body_then_it_waits_until_the_parse_is_done() -> None:
+    # Two lanes: the next page's ~40 MB must not arrive while this page's bytes and rows are both in memory.
+    import io
+    import threading
+
+    import urllib3
+
+    from source_posthog.http import BODY_MEMORY, ResponseBodies
+
+    response = requests.Response()
+    response.raw = urllib3.HTTPResponse(body=io.BytesIO(b'{"results": []}'), preload_content=False)
+    bodies = ResponseBodies()
+    done = threading.Event()
+    reader = threading.Thread(target=lambda: (bodies.read(response), done.set()))
+
+    with BODY_MEMORY:  # what Events does around decode_body
+        reader.start()
+        assert not done.wait(0.2), "the body was read while a page was being parsed"
+    reader.join(5)
+
+    assert done.is_set() and bodies.take(response) == b'{"results": []}'

@@ -35,6 +35,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--base-time", default=None, help="dataset 'now' (ISO, UTC); default: the current minute")
     p.add_argument("--span-days", type=float, default=30.0)
+    p.add_argument("--persons", type=int, default=None, help="persons of project 2 (default: events / 20, at least 50)")
+    p.add_argument("--heavy-persons", type=int, default=0, help="persons with many distinct ids")
+    p.add_argument("--heavy-distinct-ids", type=int, default=5000, help="extra distinct ids of the first heavy person (k-th: / (k+1))")
     p.add_argument("--legacy-page-cap", type=_int_or_none, default=1000, help="GET /events/ limit cap or 'none'")
     p.add_argument("--legacy-max-offset", type=_int_or_none, default=50_000, help="GET /events/ max offset or 'none'")
     p.add_argument("--rate-limits", action="store_true", help="enforce PostHog's rate limits")
@@ -68,7 +71,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(
         events=a.events, seed=a.seed, base_time=tu.parse_datetime(a.base_time) if a.base_time else None,
-        events_span_days=a.span_days, legacy_events_page_cap=a.legacy_page_cap,
+        events_span_days=a.span_days, persons=a.persons, heavy_persons=a.heavy_persons,
+        heavy_distinct_ids=a.heavy_distinct_ids, legacy_events_page_cap=a.legacy_page_cap,
         legacy_events_max_offset=a.legacy_max_offset, rate_limits=a.rate_limits, rate_scale=a.rate_scale,
         faults=FaultConfig.parse(a.faults, a.fault_seed, a.slow_seconds), data_dir=a.data_dir,
         query_queue_timeout=a.query_queue_timeout, query_latency=a.query_latency, realistic=a.realistic,

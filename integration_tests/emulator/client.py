@@ -52,23 +52,31 @@ class ControlClient:
     def health(self) -> dict:
         return self._control("GET", "health")
 
-    def ground_truth(self, stream: str | None = None, visible_only: bool = False) -> Any:
-        """Primary keys of everything the all_access key can read for PROJECT_ID (or one stream).
-        Events: every row (default), or with ``visible_only`` only those queryable now."""
+    def ground_truth(self, stream: str | None = None, visible_only: bool = False, project_id: int | None = None) -> Any:
+        """Primary keys of everything the all_access key can read for PROJECT_ID, or `project_id`
+        (or one stream). Events: every row (default), or with ``visible_only`` only those queryable now."""
         args = [f"stream={stream}"] if stream else []
         if visible_only:
             args.append("visible=now")
+        if project_id is not None:
+            args.append(f"project_id={project_id}")
         return self._control("GET", "ground_truth", query="?" + "&".join(args) if args else "")
 
     def mutate(self, **kwargs: Any) -> dict:
         """See ``Store.mutate``; ``visibility_delay_seconds=d`` stages events queryable only at created_at + d."""
         return self._control("POST", "mutate", kwargs)
 
-    def add_events(self, rows: list[dict], visibility_delay_seconds: float | None = None) -> list[str]:
+    def add_events(self, rows: list[dict], visibility_delay_seconds: float | None = None, project_id: int | None = None) -> list[str]:
         body: dict = {"events": rows}
+        if project_id is not None:
+            body["project_id"] = project_id
         if visibility_delay_seconds is not None:
             body["visibility_delay_seconds"] = visibility_delay_seconds
         return self._control("POST", "events", body)["uuids"]
+
+    def move_events(self, to_project: int, every: int = 2) -> int:
+        """Move every `every`-th event of project 2 to `to_project` (see ``Store.move_events``)."""
+        return self._control("POST", "move_events", {"to_project": to_project, "every": every})["moved"]
 
     def set_visibility_delay(self, seconds: float) -> None:
         """The run-wide delay: rows without a batch delay are queryable at created_at + seconds."""

@@ -17,6 +17,9 @@ class EmulatorConfig:
     seed: int = 1  # all data is a pure function of (seed, events, base_time, events_span_days)
     base_time: datetime | None = None  # dataset "now" (UTC); None → current time rounded down to the minute
     events_span_days: float = 30  # events spread over [base_time - span, base_time - 20 minutes]
+    persons: int | None = None  # persons of project 2 (None: events / 20, at least 50)
+    heavy_persons: int = 0  # persons with many distinct ids (the k-th gets heavy_distinct_ids // (k + 1) more)
+    heavy_distinct_ids: int = 5000
     legacy_events_page_cap: int | None = 1000  # GET /events/ limit cap; None = honour any limit
     legacy_events_max_offset: int | None = 50_000  # offset above this → 400; None = unlimited
     rate_limits: bool = False  # enforce PostHog's rate limits and the query concurrency limit
@@ -46,6 +49,8 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if self.events < 0:
             raise ValueError("events must be >= 0")
+        if (self.persons is not None and self.persons < 1) or self.heavy_persons < 0 or self.heavy_distinct_ids < 1:
+            raise ValueError("persons must be >= 1, heavy_persons >= 0 and heavy_distinct_ids >= 1")
         if self.rate_scale <= 0:
             raise ValueError("rate_scale must be > 0")
         if self.faults is None:
@@ -95,6 +100,10 @@ class EmulatorConfig:
                 "--query-latency", repr(float(self.query_latency))]
         if self.base_time is not None:
             args += ["--base-time", self.resolved_base_time().isoformat()]
+        if self.persons is not None:
+            args += ["--persons", str(self.persons)]
+        if self.heavy_persons:
+            args += ["--heavy-persons", str(self.heavy_persons), "--heavy-distinct-ids", str(self.heavy_distinct_ids)]
         if self.rate_limits:
             args.append("--rate-limits")
         if not self.key_introspection:

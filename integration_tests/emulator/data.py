@@ -62,12 +62,25 @@ CREATE TABLE persons (
     distinct_ids TEXT NOT NULL,
     last_seen_at TEXT
 );
+CREATE TABLE person_distinct_ids (
+    team_id INTEGER NOT NULL,
+    distinct_id TEXT NOT NULL,
+    person_id TEXT NOT NULL
+);
+"""
+# HogQL `person_distinct_ids` (distinct_id → person_id; posthog/hogql/database/schema/person_distinct_ids.py).
+# PostHog's ClickHouse table `person_distinct_id2` is ORDER BY (team_id, distinct_id) (posthog/models/person/sql.py),
+# so a filter on person_id cannot prune it: the cost model charges every row of the team (conditions.py).
+PDI_SCHEMA = """
+CREATE TABLE IF NOT EXISTS person_distinct_ids (team_id INTEGER NOT NULL, distinct_id TEXT NOT NULL, person_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS person_distinct_ids_person ON person_distinct_ids(team_id, person_id, distinct_id);
 """
 INDEXES = """
 CREATE UNIQUE INDEX events_uuid ON events(uuid);
 CREATE INDEX events_timestamp_uuid ON events(team_id, timestamp, uuid);
 CREATE INDEX events_created_at ON events(team_id, created_at);
 CREATE INDEX persons_created_at ON persons(team_id, created_at, id);
+CREATE INDEX person_distinct_ids_person ON person_distinct_ids(team_id, person_id, distinct_id);
 """
 EVENT_COLUMNS = "team_id, uuid, event, timestamp, distinct_id, properties, elements_chain, person_id, created_at"
 _INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
@@ -86,9 +99,14 @@ class DataParams:
     seed: int
     base_time: datetime  # aware, UTC
     span_days: float
+    persons: int | None = None  # persons of project 2 (None: persons_count(events))
+    heavy_persons: int = 0  # persons given many distinct ids (the k-th: heavy_distinct_ids // (k + 1) more)
+    heavy_distinct_ids: int = 5000
 
     def cache_name(self) -> str:
         ident = f"v{SCHEMA_VERSION}|{self.events}|{self.seed}|{tu.to_db(self.base_time)}|{self.span_days!r}"
+        if self.persons is not None or self.heavy_persons:  # defaults keep their cache names
+            ident += f"|persons={self.persons}|heavy={self.heavy_persons}x{self.heavy_distinct_ids}"
         return "posthog-emu-" + hashlib.sha1(ident.encode()).hexdigest()[:20] + ".sqlite"
 
 
@@ -316,6 +334,30 @@ def persons_count(events: int) -> int:
     return max(50, events // 20)
 
 
+def with_many_distinct_ids(rows: list[tuple], seed: int, heavy: int, distinct_ids: int) -> list[tuple]:
+    """``heavy`` persons spread over the list get more distinct ids (the k-th: ``distinct_ids // (k + 1)``
+    aliases), kept between the first and the last one (what the events use)."""
+    if heavy <= 0 or not rows:
+        return rows
+    rng = random.Random(f"{seed}/persons/many-distinct-ids")
+    out = list(rows)
+    for k in range(min(heavy, len(rows))):
+        at = (k * len(rows)) // heavy + rng.randrange(max(1, len(rows) // heavy))
+        at = min(at, len(rows) - 1)
+        row = out[at]
+        dids = orjson.loads(row[6])
+        aliases = [f"alias_{row[1]}_{j:06d}" for j in range(max(1, distinct_ids // (k + 1)))]
+        out[at] = (*row[:6], orjson.dumps([dids[0], *aliases, *dids[1:]] if len(dids) > 1 else [*aliases, dids[0]]).decode(), row[7])
+    return out
+
+
+def distinct_id_rows(person_rows: list[tuple]) -> Iterator[tuple]:
+    """(team_id, distinct_id, person_id) for every distinct id of every person row."""
+    for row in person_rows:
+        for did in orjson.loads(row[6]):
+            yield (row[0], did, row[1])
+
+
 def build_database(path: Path, params: DataParams) -> None:
     """Generate the SQLite file for ``params`` (atomically: temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,10 +370,15 @@ def build_database(path: Path, params: DataParams) -> None:
         base_us = tu.dt_to_us(params.base_time)
         span_us = int(params.span_days * 86_400_000_000)
         rng = random.Random(f"{params.seed}/persons")
-        p2 = _person_rows(rng, PROJECT_ID, persons_count(params.events), 1, base_us, span_us)
+        count = params.persons if params.persons is not None else persons_count(params.events)
+        p2 = _person_rows(rng, PROJECT_ID, count, 1, base_us, span_us)
         p3 = _person_rows(rng, SECOND_PROJECT_ID, 5, len(p2) + 1, base_us, span_us)
-        conn.executemany("INSERT INTO persons VALUES (?,?,?,?,?,?,?,?)", p2 + p3)
+        stored = with_many_distinct_ids(p2, params.seed, params.heavy_persons, params.heavy_distinct_ids)
+        conn.executemany("INSERT INTO persons VALUES (?,?,?,?,?,?,?,?)", stored + p3)
+        conn.executemany("INSERT INTO person_distinct_ids VALUES (?,?,?)", distinct_id_rows(stored + p3))
+        del stored
 
+        # The events use each person's first and last distinct id, as without the extra aliases.
         factory = EventFactory(params.seed, [(r[1], orjson.loads(r[6])) for r in p2])
         rng = random.Random(f"{params.seed}/events")
         stamps = _tie_bursts(rng, params.events, base_us - span_us, base_us - 20 * 60_000_000)
@@ -354,6 +401,31 @@ def build_database(path: Path, params: DataParams) -> None:
         conn.executemany("INSERT INTO meta VALUES (?,?)", meta.items())
         conn.commit()
         conn.executescript(INDEXES + "PRAGMA analysis_limit=1000; ANALYZE;")
+        conn.commit()
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+    os.replace(tmp, path)
+
+
+def _has_table(path: Path, table: str) -> bool:
+    conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is not None
+    finally:
+        conn.close()
+
+
+def _add_person_distinct_ids(path: Path) -> None:
+    """Upgrade a cached dataset: a copy gets the person_distinct_ids table (from persons.distinct_ids)
+    and replaces the file atomically (readers hold their own hard link, so they are not disturbed)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    shutil.copyfile(path, tmp)
+    conn = sqlite3.connect(tmp)
+    try:
+        conn.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + PDI_SCHEMA)
+        conn.execute("INSERT INTO person_distinct_ids SELECT persons.team_id, json_each.value, persons.id "
+                     "FROM persons, json_each(persons.distinct_ids)")
         conn.commit()
         conn.execute("PRAGMA journal_mode=DELETE")
     finally:
@@ -416,6 +488,8 @@ class Store:
         if not self.base_path.exists():
             build_database(self.base_path, params)
             self.generated = True
+        elif not _has_table(self.base_path, "person_distinct_ids"):
+            _add_person_distinct_ids(self.base_path)  # a dataset cached before the table existed
         self.load_seconds = time.monotonic() - t0
         os.utime(self.base_path)
         self._touched = time.monotonic()
@@ -586,21 +660,40 @@ class Store:
             w.executemany(_INSERT_EVENTS_VISIBLE, [(*r, tu.to_db(tu.from_db(r[8]) + step)) for r in rows])
         w.commit()
 
-    def count_events_in_range(self, team_id: int, lo: str | None, hi: str | None) -> int:
-        """Rows of ``team_id`` with lo ≤ timestamp ≤ hi (storage text; None = unbounded), via the index."""
-        sql, args = "SELECT count(*) FROM events WHERE team_id = ?", [team_id]
+    def _count_in_range(self, table: str, column: str, team_id: int, lo: str | None, hi: str | None) -> int:
+        sql, args = f"SELECT count(*) FROM {table} WHERE team_id = ?", [team_id]
         if lo is not None:
-            sql += " AND timestamp >= ?"
+            sql += f" AND {column} >= ?"
             args.append(lo)
         if hi is not None:
-            sql += " AND timestamp <= ?"
+            sql += f" AND {column} <= ?"
             args.append(hi)
         with self.read() as conn:
             return conn.execute(sql, args).fetchone()[0]
 
-    def count_persons(self, team_id: int) -> int:
+    def count_events_in_range(self, team_id: int, lo: str | None, hi: str | None) -> int:
+        """Rows of ``team_id`` with lo ≤ timestamp ≤ hi (storage text; None = unbounded), via the index."""
+        return self._count_in_range("events", "timestamp", team_id, lo, hi)
+
+    def count_persons(self, team_id: int, lo: str | None = None, hi: str | None = None) -> int:
+        """Persons of ``team_id`` with lo ≤ id ≤ hi (None = unbounded): the range of ClickHouse's
+        ``person`` table (ORDER BY (team_id, id)) a WHERE on ``id`` prunes to."""
+        return self._count_in_range("persons", "id", team_id, lo, hi)
+
+    def count_person_distinct_ids(self, team_id: int) -> int:
         with self.read() as conn:
-            return conn.execute("SELECT count(*) FROM persons WHERE team_id = ?", (team_id,)).fetchone()[0]
+            return conn.execute("SELECT count(*) FROM person_distinct_ids WHERE team_id = ?", (team_id,)).fetchone()[0]
+
+    def person_records(self, project_id: int = PROJECT_ID) -> list[dict]:
+        """Every person of the project as the connector's persons stream emits it (ground truth of
+        the fields, not only the ids): distinct ids sorted."""
+        with self.read() as conn:
+            rows = conn.execute("SELECT id, created_at, properties, is_identified, distinct_ids, last_seen_at FROM persons "
+                                "WHERE team_id = ? ORDER BY id", (project_id,)).fetchall()
+        return [{"id": pid, "uuid": pid, "distinct_ids": sorted(orjson.loads(dids)), "properties": orjson.loads(props),
+                 "is_identified": bool(identified), "created_at": tu.db_to_iso_z(created),
+                 "last_seen_at": tu.db_to_iso_z(last_seen) if last_seen else None}
+                for pid, created, props, identified, dids, last_seen in rows]
 
     def event_count(self, team_id: int = PROJECT_ID) -> int:
         with self.read() as conn:
@@ -610,7 +703,7 @@ class Store:
 
     STREAMS = ("events", "persons", "projects", "cohorts", "feature_flags", "insights", "annotations", "actions",
                "session_recordings", "event_definitions", "property_definitions", "group_types", "groups",
-               "dashboards", "experiments", "surveys")
+               "dashboards", "experiments", "surveys", "sessions")
 
     def ground_truth(self, stream: str | None = None, project_id: int = PROJECT_ID, visible_only: bool = False) -> Any:
         """Primary keys of everything the all_access key can read in ``project_id``. Events: every row
@@ -624,6 +717,12 @@ class Store:
             with self.read() as conn:
                 return [r[0] for r in conn.execute(
                     f"SELECT uuid FROM events WHERE team_id=?{vis} ORDER BY timestamp, uuid", [project_id, *vis_args])]
+        if stream == "sessions":  # session ids, oldest start first (from the events, as hogql.sessions_sql)
+            vis, vis_args = self.visibility_clause() if visible_only else ("", [])
+            with self.read() as conn:
+                return [r[0] for r in conn.execute(
+                    f"SELECT sid FROM (SELECT {self._SESSION_OF_EVENT} AS sid, timestamp FROM events WHERE team_id=?{vis}) "
+                    "WHERE sid IS NOT NULL AND sid <> '' GROUP BY sid ORDER BY min(timestamp), sid", [project_id, *vis_args])]
         if stream == "persons":
             with self.read() as conn:
                 return [r[0] for r in conn.execute(
@@ -631,6 +730,15 @@ class Store:
         return self.resources.ground_truth(stream, project_id)
 
     # -- mutations ------------------------------------------------------------------------
+
+    def move_events(self, to_project: int, every: int = 2) -> int:
+        """Move every `every`-th event of PROJECT_ID (by row order) to `to_project`: two projects
+        of like data, for the several-projects benchmark. Returns how many moved."""
+        with self.write_lock:
+            w = self._writable()
+            moved = w.execute("UPDATE events SET team_id=? WHERE team_id=? AND rowid % ? = 0", (to_project, PROJECT_ID, every)).rowcount
+            w.commit()
+            return moved
 
     def add_events(self, rows: list[dict], team_id: int = PROJECT_ID,
                    visibility_delay_seconds: float | None = None) -> list[str]:
@@ -657,7 +765,8 @@ class Store:
     def mutate(self, new_events: int = 0, late_events: int = 0, late_events_max_age_days: float = 3,
                new_annotations: int = 0, updated_annotations: int = 0, new_session_recordings: int = 0,
                grow_ongoing_recordings: bool = False, new_persons: int = 0,
-               visibility_delay_seconds: float | None = None) -> dict:
+               visibility_delay_seconds: float | None = None, new_sessions: int = 0,
+               grow_ongoing_sessions: bool = False) -> dict:
         """Change the world between two syncs, in real time ("now").
 
         - new events: timestamps after the current max timestamp and ≤ now − 5 min, created_at = now;
@@ -665,6 +774,13 @@ class Store:
         - annotations: new ones, and updated ones (content changed, updated_at = now);
         - session recordings: new ones, and ongoing ones that grow (later end_time, start_time unchanged);
         - persons: new ones with created_at = now;
+        - sessions (computed from the events' ``$session_id``): ``new_sessions`` new ones of 2 events each in
+          the last 10 minutes, and ``grow_ongoing_sessions`` adds 2 ``$pageview`` events to each of the (up to
+          3) sessions whose last event is less than 30 min old (PostHog's inactivity timeout), after that
+          event. ``result["sessions"]`` lists every session the mutation changed (new and late events too):
+          ``new``, ``updated``, ``by_late_events`` (changed by an event ingested more than 30 min after its
+          timestamp: a session a settle-window reader cannot be asked to see again) and ``final``
+          (id → ``$start_timestamp``, ``$end_timestamp``, ``events`` after the mutation);
         - ``visibility_delay_seconds``: the new and late events become queryable only at created_at + this
           (default: the run-wide delay, see :meth:`visibility_clause`).
         """
@@ -675,6 +791,13 @@ class Store:
             now_us = tu.dt_to_us(now)
             result: dict[str, Any] = {"events": {"new": [], "late": []}, "annotations": {"new": [], "updated": []},
                                       "session_recordings": {"new": [], "updated": []}, "persons": {"new": []}}
+            touches_sessions = bool(new_events or late_events or new_sessions or grow_ongoing_sessions)
+            sessions_before = self._session_summary() if touches_sessions else {}
+            session_events: list[str] = []
+            if new_sessions or grow_ongoing_sessions:
+                session_events = self._add_session_events(
+                    random.Random(f"{self.params.seed}/mutation/{self._mutations}/sessions"),
+                    new_sessions, grow_ongoing_sessions, now_us, visibility_delay_seconds)
             if new_persons:
                 result["persons"]["new"] = self._add_persons(rng, new_persons, now_us)
             if new_events or late_events:
@@ -685,7 +808,74 @@ class Store:
             if new_session_recordings or grow_ongoing_recordings:
                 result["session_recordings"] = self.resources.mutate_recordings(
                     rng, now, new_session_recordings, grow_ongoing_recordings)
+            result["events"]["new"] = result["events"]["new"] + session_events  # new events too
+            if touches_sessions:
+                result["sessions"] = self._session_changes(sessions_before, self._session_summary(), now_us)
             return result
+
+    # -- sessions (the HogQL `sessions` table is computed from the events, hogql.sessions_sql) --
+
+    _SESSION_OF_EVENT = "json_extract(properties, '$.\"$session_id\"')"
+
+    def _session_summary(self, team_id: int = PROJECT_ID) -> dict[str, tuple]:
+        """session id → (start, end, event count) over every stored event."""
+        with self.read() as conn:
+            return {sid: (lo, hi, n) for sid, lo, hi, n in conn.execute(
+                f"SELECT sid, min(timestamp), max(timestamp), count(*) FROM (SELECT {self._SESSION_OF_EVENT} AS sid, "
+                "timestamp FROM events WHERE team_id = ?) WHERE sid IS NOT NULL AND sid <> '' GROUP BY sid", (team_id,))}
+
+    def _session_changes(self, before: dict, after: dict, now_us: int) -> dict:
+        created = tu.us_to_db(now_us)
+        with self.read() as conn:  # this mutation's rows that arrived more than 30 min after their timestamp
+            late = {r[0] for r in conn.execute(
+                f"SELECT DISTINCT {self._SESSION_OF_EVENT} FROM events WHERE team_id = ? AND created_at = ? "
+                "AND (julianday(created_at) - julianday(timestamp)) * 86400 > 1800", (PROJECT_ID, created))}
+        changed = [sid for sid in after if before.get(sid) != after[sid]]
+        return {"new": sorted(s for s in changed if s not in before and s not in late),
+                "updated": sorted(s for s in changed if s in before and s not in late),
+                "by_late_events": sorted(s for s in changed if s in late),
+                "final": {s: {"$start_timestamp": tu.db_to_iso_z(after[s][0]), "$end_timestamp": tu.db_to_iso_z(after[s][1]),
+                              "events": after[s][2]} for s in changed}}
+
+    def _add_session_events(self, rng: random.Random, new_sessions: int, grow: bool, now_us: int,
+                            delay: float | None) -> list[str]:
+        rows: list[tuple] = []
+        created = tu.us_to_db(now_us)
+        ongoing_after = tu.us_to_db(now_us - 30 * 60_000_000)
+        with self.read() as conn:
+            ongoing = conn.execute(
+                f"SELECT sid, max(timestamp) FROM (SELECT {self._SESSION_OF_EVENT} AS sid, timestamp FROM events "
+                "WHERE team_id = ? AND timestamp > ?) WHERE sid IS NOT NULL AND sid <> '' GROUP BY sid "
+                "ORDER BY max(timestamp) DESC, sid LIMIT 3", (PROJECT_ID, ongoing_after)).fetchall() if grow else []
+            for sid, end in ongoing:  # continue from the session's last event: same person, device, window
+                last = conn.execute(
+                    f"SELECT distinct_id, properties, person_id FROM events WHERE team_id = ? AND timestamp = ? "
+                    f"AND {self._SESSION_OF_EVENT} = ? ORDER BY uuid DESC LIMIT 1", (PROJECT_ID, end, sid)).fetchone()
+                end_us = tu.dt_to_us(tu.from_db(end))
+                for ts in sorted(rng.randint(end_us + 1, max(end_us + 2, now_us - 1_000_000)) for _ in range(2)):
+                    rows.append(self._session_event(rng, last[0], last[1], last[2], sid, ts, created))
+        persons = self._persons_for_events()
+        for _ in range(new_sessions):
+            person_id, dids = persons[rng.randrange(len(persons))]
+            start_us = now_us - rng.randint(2 * 60_000_000, 10 * 60_000_000)
+            sid = uuid7_text(start_us // 1000, rng.getrandbits(74))
+            props = orjson.dumps({"$session_id": sid, "$current_url": "https://app.example.com/", "$pathname": "/",
+                                  "$referring_domain": "$direct", "$lib": "web"}).decode()
+            for ts in (start_us, start_us + rng.randint(1_000_000, 60_000_000)):
+                rows.append(self._session_event(rng, dids[-1], props, person_id, sid, ts, created))
+        if rows:
+            self._insert_events(self._writable(), rows, delay)
+        return [r[1] for r in rows]
+
+    @staticmethod
+    def _session_event(rng: random.Random, distinct_id: str, properties: str, person_id: str, sid: str, ts_us: int,
+                       created: str) -> tuple:
+        path = PATHS[rng.randrange(len(PATHS))]
+        props = orjson.loads(properties)
+        props.update({"$session_id": sid, "$current_url": "https://app.example.com" + path, "$pathname": path})
+        uid = uuid7_text(ts_us // 1000, rng.getrandbits(74))
+        return (PROJECT_ID, uid, "$pageview", tu.us_to_db(ts_us), distinct_id, orjson.dumps(props).decode(), "",
+                person_id, created)
 
     def _add_persons(self, rng: random.Random, n: int, now_us: int) -> list[str]:
         rows = _person_rows(rng, PROJECT_ID, n, self._next_person_pk, now_us, 0)
@@ -694,6 +884,7 @@ class Store:
         self._next_person_pk += n
         w = self._writable()
         w.executemany("INSERT INTO persons VALUES (?,?,?,?,?,?,?,?)", rows)
+        w.executemany("INSERT INTO person_distinct_ids VALUES (?,?,?)", distinct_id_rows(rows))
         w.execute("UPDATE meta SET value=? WHERE key='next_person_pk'", (str(self._next_person_pk),))
         w.commit()
         self._persons_cache = None

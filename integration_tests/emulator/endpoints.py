@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -681,6 +682,40 @@ _MODIFIERS = {"personsOnEventsMode": "person_id_override_properties_on_events", 
               "bounceRatePageViewMode": "count_pageviews", "sessionTableVersion": "auto"}
 
 
+def _project_zone(ctx: Ctx, q: dict) -> ZoneInfo | None:
+    """The zone HogQL shows DateTimes in (posthog-api.md § 15): the project's, unless the query's
+    ``modifiers.convertToProjectTimezone`` is false; None for UTC."""
+    modifiers = q.get("modifiers") if isinstance(q.get("modifiers"), dict) else {}
+    if modifiers.get("convertToProjectTimezone", True) is False:
+        return None
+    project = ctx.store.resources.projects.get(ctx.project_id) or {}
+    name = project.get("timezone") or "UTC"
+    return None if name == "UTC" else ZoneInfo(name)
+
+
+def _offset_seconds(zone: ZoneInfo) -> int:
+    """The emulator's zones have a fixed offset (no daylight saving): one offset for every instant."""
+    return int(datetime.now(zone).utcoffset().total_seconds())
+
+
+def _in_zone(rows: list, types: list, zone: ZoneInfo) -> tuple[list, list]:
+    """DateTime cells rendered in ``zone`` with their offset (``2024-06-01T05:30:01.123000+05:30``:
+    the less convenient of the wire formats § 15 leaves open), and ``types`` naming the zone."""
+    columns = [i for i, (_, kind) in enumerate(types) if "DateTime" in kind]
+    if not columns:
+        return rows, types
+
+    def shown(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(zone)
+        return instant.isoformat(timespec="microseconds" if "." in value else "seconds")
+
+    rows = [tuple(shown(v) if i in columns else v for i, v in enumerate(r)) for r in rows]
+    types = [[name, kind.replace("'UTC'", f"'{zone.key}'")] for name, kind in types]
+    return rows, types
+
+
 def query(ctx: Ctx) -> Result:
     """``POST /query/`` with a HogQLQuery: HogQLQueryResponse (§ 4.2), concurrency-limited per team."""
     body = ctx.body
@@ -707,7 +742,9 @@ def query(ctx: Ctx) -> Result:
     if q.get("offset"):
         raise validation_error(hogql.OFFSET_REFUSED, "offset")
     try:
-        compiled = hogql.compile_query(text, ctx.project_id, values, ctx.store.visibility_clause())
+        zone = _project_zone(ctx, q)
+        compiled = hogql.compile_query(text, ctx.project_id, values, ctx.store.visibility_clause(),
+                                       tz_offset_seconds=_offset_seconds(zone) if zone else 0)
     except hogql.HogQLError as e:
         raise validation_error(e.detail, None, code=e.code) from None
     gov: cond.QueryGovernor | None = ctx.governor
@@ -733,10 +770,17 @@ def query(ctx: Ctx) -> Result:
         if compiled.bool_columns:
             rows = [tuple(bool(v) if i in compiled.bool_columns and v is not None else v for i, v in enumerate(r))
                     for r in rows]
+        types = compiled.types
+        if zone:
+            rows, types = _in_zone(rows, types, zone)
         cost = None
         if gov.needs_scan_count():
-            if compiled.table == "events":
+            if compiled.table in ("events", "sessions"):  # sessions: the events they are computed from
                 scanned = ctx.store.count_events_in_range(ctx.project_id, *compiled.ts_bounds)
+            elif compiled.table == "persons":  # the id range a WHERE on id prunes ClickHouse's person table to
+                scanned = ctx.store.count_persons(ctx.project_id, *hogql.key_bounds(text, values, "id"))
+            elif compiled.table == "person_distinct_ids":  # ORDER BY (team_id, distinct_id): no pruning on person_id
+                scanned = ctx.store.count_person_distinct_ids(ctx.project_id)
             else:
                 scanned = ctx.store.count_persons(ctx.project_id)
             cost = gov.cost(compiled.table, compiled.read_columns, scanned, len(orjson.dumps(rows)))
@@ -763,10 +807,10 @@ def query(ctx: Ctx) -> Result:
         "hogql": compiled.hogql, "is_cached": False, "last_refresh": tu.iso_z_seconds(now),
         "limit": compiled.limit, "metadata": None, "modifiers": _MODIFIERS,
         "next_allowed_client_refresh": tu.iso_z_seconds(now + timedelta(minutes=1)), "offset": 0,
-        "query": text, "query_status": None, "results": rows, "timezone": "UTC",
+        "query": text, "query_status": None, "results": rows, "timezone": zone.key if zone else "UTC",
         "timings": [{"k": "./hogql_to_sqlite", "t": 0.0005}, {"k": "./execute", "t": round(elapsed, 6)},
                     {"k": ".", "t": round(elapsed + 0.001, 6)}],
-        "types": compiled.types,
+        "types": types,
     }
     return Result(None, len(rows), raw=orjson.dumps(response), headers=headers or None)
 

@@ -2,7 +2,7 @@
 
 Grammar (keywords case-insensitive, column names case-sensitive as in ClickHouse)::
 
-    SELECT item [AS alias] [, ...] FROM events|persons [WHERE expr] [GROUP BY bucket [, ...]]
+    SELECT item [AS alias] [, ...] FROM events|persons|sessions [WHERE expr] [GROUP BY bucket [, ...]]
         [ORDER BY key [ASC|DESC] [, ...]] [LIMIT n] [OFFSET n]
     item    := * | column | table.column | count() | count(*) | now() | bucket
     bucket  := toStartOfMinute(col) | toStartOfHour(col) | toStartOfDay(col)
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,8 +41,76 @@ DT64 = "DateTime64(6, 'UTC')"
 TABLES: dict[str, dict[str, str]] = {
     "events": {"uuid": "UUID", "event": "String", "properties": "String", "timestamp": DT64,
                "distinct_id": "String", "elements_chain": "String", "created_at": DT64, "person_id": "UUID"},
-    "persons": {"id": "UUID", "created_at": DT64, "properties": "String", "is_identified": "Bool"},
+    # PostHog's persons (posthog/hogql/database/schema/persons.py: id, created_at, properties, is_identified;
+    # last_seen_at in newer versions, nullable) and person_distinct_ids (person_distinct_ids.py:
+    # distinct_id, person_id). team_id is implicit here, as for events.
+    "persons": {"id": "UUID", "created_at": DT64, "properties": "String", "is_identified": "Bool", "last_seen_at": DT64},
+    "person_distinct_ids": {"distinct_id": "String", "person_id": "UUID"},
+    # PostHog's sessions v3 (posthog/hogql/database/schema/sessions_v3.py), computed here from the
+    # visible events grouped by their `$session_id` property (SESSIONS_SQL below).
+    "sessions": {"session_id": "String", "distinct_id": "String", "$start_timestamp": DT64, "$end_timestamp": DT64,
+                 "$entry_current_url": "String", "$entry_pathname": "String", "$end_current_url": "String",
+                 "$end_pathname": "String", "$entry_referring_domain": "String", "$entry_utm_source": "String",
+                 "$entry_utm_campaign": "String", "$entry_utm_medium": "String", "$entry_utm_term": "String",
+                 "$entry_utm_content": "String", "$num_uniq_urls": "UInt64", "$pageview_count": "UInt64",
+                 "$autocapture_count": "UInt64", "$screen_count": "UInt64", "$session_duration": "Int64",
+                 "$is_bounce": "Bool", "$channel_type": "String"},
 }
+# PostHog widens a `$start_timestamp` bound by 3 days (SESSION_BUFFER_DAYS) when it pushes it into
+# the raw sessions scan (posthog/hogql/database/schema/util/where_clause_extractor.py). Sessions last
+# at most 24 h, so the events within one day of the bounds are all a session in range can have: the
+# emulator widens by one day (same results, a third of the scan).
+SESSION_BUFFER_DAYS = 1
+BOUNCE_RATE_DURATION_SECONDS = 10  # DEFAULT_BOUNCE_RATE_DURATION_SECONDS (sessions_v1.py)
+
+
+def sessions_sql(event_filter: str = "") -> str:
+    """The `sessions` rows as SQLite over `events`: one row per `$session_id`, aggregated like
+    sessions v3 (start/end = min/max timestamp, entry/end URL, path and referrer = the first/last
+    event's, counts of `$pageview`/`$autocapture`/`$screen`, distinct URLs, duration in whole
+    seconds, bounce, channel). `event_filter` (`AND ...` on the events) carries team, visibility
+    and the pushed-down range. `$channel_type` follows PostHog's default rules for the referrers
+    the generator uses; UTM values come from `utm_*` event properties (the generated events have
+    none: null). The first and last event are found by (timestamp, uuid) and read by uuid, so
+    only two properties are parsed per event."""
+    def first(key: str) -> str:
+        return f"json_extract(f.properties, '$.{key}')"
+
+    def last(key: str) -> str:
+        return f"json_extract(l.properties, '$.{key}')"
+
+    seconds = "CAST(strftime('%s', substr({}, 1, 19)) AS INTEGER)"
+    return f"""SELECT *,
+        CASE WHEN pages = 0 THEN NULL
+             ELSE NOT (pages > 1 OR "$autocapture_count" > 0 OR "$session_duration" >= {BOUNCE_RATE_DURATION_SECONDS}) END AS "$is_bounce",
+        CASE WHEN "$entry_utm_source" IS NOT NULL THEN 'Unknown'
+             WHEN "$entry_referring_domain" = '$direct' THEN 'Direct'
+             WHEN "$entry_referring_domain" LIKE '%google.%' THEN 'Organic Search'
+             WHEN "$entry_referring_domain" IN ('t.co', 'x.com', 'twitter.com', 'facebook.com') THEN 'Organic Social'
+             WHEN "$entry_referring_domain" IS NOT NULL THEN 'Referral'
+             ELSE 'Unknown' END AS "$channel_type"
+    FROM (SELECT g.team_id AS team_id, g.sid AS session_id, l.distinct_id AS distinct_id,
+                 g.lo AS "$start_timestamp", g.hi AS "$end_timestamp",
+                 {first('"$current_url"')} AS "$entry_current_url", {first('"$pathname"')} AS "$entry_pathname",
+                 {last('"$current_url"')} AS "$end_current_url", {last('"$pathname"')} AS "$end_pathname",
+                 {first('"$referring_domain"')} AS "$entry_referring_domain",
+                 {first('utm_source')} AS "$entry_utm_source", {first('utm_campaign')} AS "$entry_utm_campaign",
+                 {first('utm_medium')} AS "$entry_utm_medium", {first('utm_term')} AS "$entry_utm_term",
+                 {first('utm_content')} AS "$entry_utm_content",
+                 g.urls AS "$num_uniq_urls", g.pageviews AS "$pageview_count", g.autocaptures AS "$autocapture_count",
+                 g.screens AS "$screen_count", {seconds.format('g.hi')} - {seconds.format('g.lo')} AS "$session_duration",
+                 g.pageviews + g.screens AS pages
+          FROM (SELECT team_id, sid, min(timestamp) AS lo, max(timestamp) AS hi,
+                       min(timestamp || ' ' || uuid) AS first_key, max(timestamp || ' ' || uuid) AS last_key,
+                       count(DISTINCT url) AS urls, sum(event = '$pageview') AS pageviews,
+                       sum(event = '$autocapture') AS autocaptures, sum(event = '$screen') AS screens
+                FROM (SELECT team_id, uuid, event, timestamp,
+                             json_extract(properties, '$."$session_id"') AS sid,
+                             json_extract(properties, '$."$current_url"') AS url
+                      FROM events WHERE 1 = 1{event_filter})
+                WHERE sid IS NOT NULL AND sid <> '' GROUP BY team_id, sid) AS g
+          JOIN events AS f ON f.uuid = substr(g.first_key, 28)
+          JOIN events AS l ON l.uuid = substr(g.last_key, 28))"""
 OFFSET_REFUSED = ("OFFSET is not supported for queries made with a personal API key. "
                   "Use keyset pagination (WHERE on the ORDER BY columns) instead.")
 
@@ -697,10 +765,11 @@ class Compiled:
 
 
 class Translator:
-    def __init__(self, select: Select):
+    def __init__(self, select: Select, tz_offset_seconds: int = 0):
         self.s = select
         self.schema = TABLES[select.table]
         self.params: list = []
+        self.tz_offset = tz_offset_seconds  # the project zone's fixed UTC offset: hour and day buckets start there
 
     def column(self, col: Column) -> tuple[str, str]:
         """(sql, category) of a column; unknown names are HogQL resolution errors."""
@@ -708,7 +777,8 @@ class Translator:
             raise HogQLError(f"Unable to resolve field: {col.qualifier}")
         if col.name not in self.schema:
             raise HogQLError(f"Unable to resolve field: {col.name}")
-        return col.name, _category(self.schema[col.name])
+        sql = col.name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", col.name) else '"' + col.name.replace('"', '""') + '"'
+        return sql, _category(self.schema[col.name])
 
     def literal(self, lit: Literal, target: str | None) -> str:
         """Bind a literal, coerced to the category of the column it is compared with."""
@@ -822,8 +892,12 @@ class Translator:
         if cat != "datetime":
             raise HogQLError(f"Illegal type {self.schema[b.column.name]} of argument of function {b.func}: "
                              "a DateTime is expected")
-        if b.seconds == 60:
+        if b.seconds == 60 and self.tz_offset % 60 == 0:
             return f"(substr({sql}, 1, 16) || ':00')"
+        if self.tz_offset:  # toStartOfHour/Day in the project's zone (posthog-api.md § 15): shift, floor, shift back
+            off = int(self.tz_offset)
+            return (f"strftime('%Y-%m-%d %H:%M:%S', ((CAST(strftime('%s', substr({sql}, 1, 19)) AS INTEGER) + {off}) / {b.seconds})"
+                    f" * {b.seconds} - {off}, 'unixepoch')")
         if b.seconds == 3600:
             return f"(substr({sql}, 1, 13) || ':00:00')"
         if b.seconds == 86_400:
@@ -921,6 +995,16 @@ class Translator:
         limit = min(s.limit, MAX_LIMIT) if explicit else DEFAULT_LIMIT
         sql = f"SELECT {', '.join(select_sql)} FROM {s.table} WHERE team_id = ?"
         params = select_params + [team_id]
+        ts_bounds = self.timestamp_bounds()
+        if s.table == "sessions":  # a derived table over the visible events of the team
+            lo, hi = self.timestamp_bounds("$start_timestamp")
+            buffer = timedelta(days=SESSION_BUFFER_DAYS)
+            lo = tu.to_db(tu.from_db(lo) - buffer) if lo else None
+            hi = tu.to_db(tu.from_db(hi) + buffer) if hi else None
+            event_filter = " AND team_id = ?" + visibility[0] + (" AND timestamp >= ?" if lo else "") + (" AND timestamp <= ?" if hi else "")
+            sql = f"SELECT {', '.join(select_sql)} FROM ({sessions_sql(event_filter)}) AS sessions WHERE team_id = ?"
+            params = select_params + [team_id, *visibility[1], *([lo] if lo else []), *([hi] if hi else []), team_id]
+            ts_bounds = (lo, hi)
         if visibility[0] and s.table == "events":
             sql += visibility[0]
             params += list(visibility[1])
@@ -939,7 +1023,7 @@ class Translator:
         elif s.limit > MAX_LIMIT:
             hogql = re.sub(r"(?i)\blimit\s+\d+\s*$", f"LIMIT {MAX_LIMIT}", hogql)
         return Compiled(sql, params, columns, types, bool_cols, limit, explicit, hogql, s.table,
-                        self.timestamp_bounds(), self.read_columns(items, aliases))
+                        ts_bounds, self.read_columns(items, aliases))
 
     # -- what the query reads (for the cost model, posthog-api.md § 11.2) -------------------
 
@@ -978,12 +1062,13 @@ class Translator:
             add(key)
         return sorted(cols)
 
-    def timestamp_bounds(self) -> tuple[str | None, str | None]:
+    def timestamp_bounds(self, column: str = "timestamp") -> tuple[str | None, str | None]:
         """The tightest ``timestamp`` range [lo, hi] implied by the top-level AND of WHERE (storage text,
-        both inclusive): ClickHouse's primary key prunes on it, so it is the range a query reads."""
+        both inclusive): ClickHouse's primary key prunes on it, so it is the range a query reads.
+        For ``sessions``, ``column="$start_timestamp"`` gives the range pushed into the events scan."""
         lo: str | None = None
         hi: str | None = None
-        if self.s.table != "events" or self.s.where is None:
+        if self.s.table != {"timestamp": "events"}.get(column, "sessions") or self.s.where is None:
             return lo, hi
         conj = self.s.where.items if isinstance(self.s.where, BoolOp) and self.s.where.op == "AND" else [self.s.where]
         flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
@@ -996,7 +1081,7 @@ class Translator:
                 op = {"<": "<=", ">": ">="}.get(op, op)  # (ts, uuid) > (X, U) → ts >= X
             if isinstance(right, Column) and not isinstance(left, Column):
                 left, right, op = right, left, flip[op]
-            if not (isinstance(left, Column) and left.name == "timestamp" and isinstance(right, Literal)):
+            if not (isinstance(left, Column) and left.name == column and isinstance(right, Literal)):
                 continue
             try:
                 if right.type == "datetime":
@@ -1015,15 +1100,47 @@ class Translator:
 
 
 def compile_query(text: str, team_id: int, values: dict[str, Any] | None = None,
-                  visibility: tuple[str, list] = ("", [])) -> Compiled:
+                  visibility: tuple[str, list] = ("", []), tz_offset_seconds: int = 0) -> Compiled:
     """Parse and translate a HogQL query; raises HogQLError for anything PostHog would refuse.
 
     ``visibility`` is an extra SQL predicate (and its parameters) ANDed into queries over ``events``:
-    the rows not yet visible (posthog-api.md § 11.1) are left out."""
+    the rows not yet visible (posthog-api.md § 11.1) are left out. ``tz_offset_seconds``: the
+    project's zone, where hour and day buckets start (the caller renders DateTimes in it)."""
     if not isinstance(text, str) or not text.strip():
         raise HogQLError("The query is empty: send a SELECT statement in query.query")
     try:
         select = Parser(text, values).parse()
-        return Translator(select).compile(team_id, text, visibility)
+        return Translator(select, tz_offset_seconds).compile(team_id, text, visibility)
     except RecursionError:
         raise HogQLError("The query nests too deeply") from None
+
+
+def key_bounds(text: str, values: dict[str, Any] | None, column: str) -> tuple[str | None, str | None]:
+    """The [lo, hi] range of ``column`` implied by the top-level AND of the query's WHERE (inclusive,
+    literals as stored): for ``persons``, PostHog pushes a WHERE on ``id`` into ``raw_persons``
+    (WhereClauseExtractor in posthog/hogql/database/schema/persons.py), whose ClickHouse table is
+    ORDER BY (team_id, id), so it is the range a keyset page reads."""
+    select = Parser(text, values).parse()
+    where = select.where
+    lo: str | None = None
+    hi: str | None = None
+    if where is None:
+        return lo, hi
+    conj = where.items if isinstance(where, BoolOp) and where.op == "AND" else [where]
+    flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
+    for node in conj:
+        if not isinstance(node, Compare):
+            continue
+        left, op, right = node.left, node.op, node.right
+        if isinstance(right, Column) and not isinstance(left, Column):
+            left, right, op = right, left, flip[op]
+        if not (isinstance(left, Column) and left.name == column and isinstance(right, Literal)) or right.value is None:
+            continue
+        value = str(right.value).lower() if right.type in ("uuid", "string") else None
+        if value is None:
+            continue
+        if op in (">", ">=", "=") and (lo is None or value > lo):
+            lo = value
+        if op in ("<", "<=", "=") and (hi is None or value < hi):
+            hi = value
+    return lo, hi

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 #: The project that holds all the data (events, persons, ...). Project 3 is a small second project.
 PROJECT_ID = 2
 SECOND_PROJECT_ID = 3
+#: Two more projects of the same organization, with no generated data (tests add events to them):
+#: one in a time zone outside UTC, with a fixed offset of +05:30 (HogQL's DateTimes and hour buckets
+#: are in the project's zone, posthog-api.md § 15), and one that stays empty.
+KOLKATA_PROJECT_ID = 4
+EMPTY_PROJECT_ID = 5
 ORGANIZATION_ID = "0190f3bf-5a4e-7000-8a1b-4c2d3e4f5a6b"
 
 #: Every read scope PostHog knows for the resources this connector reads.

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from . import timeutil as tu
-from .keys import ORGANIZATION_ID, PROJECT_ID, SECOND_PROJECT_ID
+from .keys import EMPTY_PROJECT_ID, KOLKATA_PROJECT_ID, ORGANIZATION_ID, PROJECT_ID, SECOND_PROJECT_ID
 
-PROJECTS = (PROJECT_ID, SECOND_PROJECT_ID)
+PROJECTS = (PROJECT_ID, SECOND_PROJECT_ID, KOLKATA_PROJECT_ID, EMPTY_PROJECT_ID)
+TIMEZONES = {KOLKATA_PROJECT_ID: "Asia/Kolkata"}  # the others: UTC
 
 USERS = (
     {"id": 1, "uuid": "0190f3c0-1111-7000-8000-000000000001", "distinct_id": "cUzv8mQ1jane0000000000000000000001",
@@ -131,14 +132,15 @@ class Resources:
     # -- projects (§ 3.1) -------------------------------------------------------------------
 
     def _project(self, pid: int) -> dict:
-        names = {PROJECT_ID: "Default project", SECOND_PROJECT_ID: "Second project"}
+        names = {PROJECT_ID: "Default project", SECOND_PROJECT_ID: "Second project", KOLKATA_PROJECT_ID: "Kolkata project",
+                 EMPTY_PROJECT_ID: "Empty project"}
         created = self.base - timedelta(days=500 - 40 * (pid - PROJECT_ID))
         return {
             "id": pid, "uuid": f"0190f3c1-{pid:04x}-7000-8000-00000000000{pid}", "organization": ORGANIZATION_ID,
-            "api_token": f"phc_emu{pid}{'Defaultproject' if pid == PROJECT_ID else 'Secondproject0'}token0000000000000000",
+            "api_token": f"phc_emu{pid}{names[pid].replace(' ', '')[:14].ljust(14, '0')}token0000000000000000",
             "name": names[pid], "completed_snippet_onboarding": True,
             "has_completed_onboarding_for": {"product_analytics": True, "session_replay": pid == PROJECT_ID},
-            "ingested_event": pid == PROJECT_ID, "is_demo": False, "timezone": "UTC", "access_control": False,
+            "ingested_event": pid == PROJECT_ID, "is_demo": False, "timezone": TIMEZONES.get(pid, "UTC"), "access_control": False,
             "_detail": {
                 "created_at": tu.iso_z(created), "updated_at": tu.iso_z(created + timedelta(days=30)),
                 "anonymize_ips": False, "app_urls": ["https://app.example.com"], "slack_incoming_webhook": None,
@@ -571,8 +573,8 @@ class Resources:
         return rows
 
     def ground_truth(self, stream: str, project_id: int) -> list:
-        if stream == "projects":
-            return sorted(self.projects)
+        if stream == "projects":  # the project read: the connector emits each project it reads once
+            return [project_id] if project_id in self.projects else []
         if stream == "property_definitions":
             return [[e.extra["type"], e.item["id"]] for e in self.ordered(stream, project_id)]
         if stream == "group_types":

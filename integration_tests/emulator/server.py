@@ -123,7 +123,8 @@ class Emulator:
 
     def __init__(self, config: EmulatorConfig):
         self.config = config
-        params = DataParams(config.events, config.seed, config.resolved_base_time(), float(config.events_span_days))
+        params = DataParams(config.events, config.seed, config.resolved_base_time(), float(config.events_span_days),
+                            config.persons, config.heavy_persons, config.heavy_distinct_ids)
         self.store = Store(params, config.data_dir)
         self.limiter = RateLimiter(config.rate_limits, config.rate_scale)
         self.governor = QueryGovernor(config.query_conditions(), lambda: self.limiter.enabled)
@@ -277,13 +278,17 @@ class Emulator:
             visible = params.get("visible", "all")
             if visible not in ("all", "now"):
                 return 400, {"error": "visible must be 'all' (every row, the default) or 'now' (queryable now)"}
-            return 200, self.store.ground_truth(stream, visible_only=visible == "now")
+            project = int(params.get("project_id") or PROJECT_ID)
+            return 200, self.store.ground_truth(stream, project_id=project, visible_only=visible == "now")
         if name == "mutate" and method == "POST":
             return 200, self.store.mutate(**body)
+        if name == "move_events" and method == "POST":
+            return 200, {"moved": self.store.move_events(int(body["to_project"]), int(body.get("every", 2)))}
         if name == "events" and method == "POST":
             rows = body.get("events") if isinstance(body, dict) else body
             delay = body.get("visibility_delay_seconds") if isinstance(body, dict) else None
-            return 200, {"uuids": self.store.add_events(rows, visibility_delay_seconds=delay)}
+            team = body.get("project_id") if isinstance(body, dict) and body.get("project_id") else PROJECT_ID
+            return 200, {"uuids": self.store.add_events(rows, team_id=int(team), visibility_delay_seconds=delay)}
         if name == "visibility" and method == "GET":
             return 200, {"delay_seconds": self.store.visibility_delay}
         if name == "visibility" and method == "POST":

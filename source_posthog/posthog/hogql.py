@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 EVENT_COLUMNS: Sequence[str] = (
     "uuid",
@@ -22,6 +22,21 @@ EVENT_COLUMNS: Sequence[str] = (
     "person_id",
     "created_at",
 )
+
+
+def query_body(hogql: str, name: str) -> dict:
+    """The `POST /query/` body of one HogQL query (docs/posthog-api.md § 4.1, § 15).
+
+    `convertToProjectTimezone: false`: DateTimes come back in UTC and `toStartOfHour` buckets start
+    on UTC hours whatever the project's zone (by default PostHog shows them in the project's zone,
+    and a +05:30 project's hours start at :30 UTC). Where a server ignores the modifier, the
+    records are still normalised to UTC (`envelopes.hogql_records`). `name` labels the query in
+    PostHog's query log; `refresh: blocking` asks for the result in the response."""
+    return {
+        "query": {"kind": "HogQLQuery", "query": hogql, "modifiers": {"convertToProjectTimezone": False}},
+        "name": name,
+        "refresh": "blocking",
+    }
 
 
 def quote_string(value: str) -> str:
@@ -116,4 +131,105 @@ def created_minutes_count_query(floor: datetime, after: datetime, through: datet
         f"SELECT toStartOfMinute(created_at) AS minute, count() AS events FROM events "
         f"WHERE timestamp >= {datetime_literal(floor)} AND created_at > {datetime_literal(after)} AND created_at <= {datetime_literal(through)} "
         f"GROUP BY minute ORDER BY minute ASC LIMIT {checked_limit(limit)}"
+    )
+
+
+# -- sessions (docs/posthog-api.md § 11.3, § 14.6) ------------------------------------------------
+# Columns of PostHog's HogQL `sessions` table (v3, `posthog/hogql/database/schema/sessions_v3.py`,
+# LAZY_SESSIONS_FIELDS) that the `sessions` stream reads. `$` names are quoted with backticks.
+SESSION_COLUMNS: Sequence[str] = (
+    "session_id",
+    "distinct_id",
+    "$start_timestamp",
+    "$end_timestamp",
+    "$entry_current_url",
+    "$entry_pathname",
+    "$end_current_url",
+    "$end_pathname",
+    "$entry_referring_domain",
+    "$entry_utm_source",
+    "$entry_utm_campaign",
+    "$entry_utm_medium",
+    "$entry_utm_term",
+    "$entry_utm_content",
+    "$num_uniq_urls",
+    "$pageview_count",
+    "$autocapture_count",
+    "$screen_count",
+    "$session_duration",
+    "$is_bounce",
+    "$channel_type",
+)
+
+
+def quote_identifier(name: str) -> str:
+    """A HogQL backtick-quoted identifier (`$start_timestamp`)."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+@dataclass(frozen=True)
+class SessionPosition:
+    """A point in the (`$start_timestamp`, `session_id`) order. As a lower bound: with a
+    `session_id`, the next page starts strictly after the pair; without, at `start` inclusive."""
+
+    start: datetime
+    session_id: Optional[str] = None
+
+
+def session_id_literal(value: str) -> str:
+    """`session_id` is `toString(reinterpretAsUUID(session_id_v7))` in sessions v3: UUID text."""
+    return quote_string(str(uuid.UUID(str(value))))
+
+
+def sessions_page_query(after: SessionPosition, before: Optional[datetime], limit: int) -> str:
+    """One keyset page of sessions with `$start_timestamp` in [after.start, before) (no upper
+    bound when `before` is None), ordered by
+    (`$start_timestamp`, `session_id`). The plain `>=` / `<` bounds on `$start_timestamp` are what
+    PostHog's SessionMinTimestampWhereClauseExtractor pushes into the raw sessions scan; the pair
+    predicate skips what the previous page delivered. Never OFFSET (§ 11.2)."""
+    start, session_id = quote_identifier("$start_timestamp"), quote_identifier("session_id")
+    at = datetime_literal(after.start)
+    conditions = [f"{start} >= {at}"] + ([f"{start} < {datetime_literal(before)}"] if before is not None else [])
+    if after.session_id is not None:
+        conditions.append(f"({start} > {at} OR ({start} = {at} AND {session_id} > {session_id_literal(after.session_id)}))")
+    columns = ", ".join(quote_identifier(name) for name in SESSION_COLUMNS)
+    return (
+        f"SELECT {columns} FROM sessions WHERE {' AND '.join(conditions)} "
+        f"ORDER BY {start} ASC, {session_id} ASC LIMIT {checked_limit(limit)}"
+    )
+
+
+# -- persons (docs/posthog-api.md § 11.3, § 14.6) ------------------------------------------------
+# `persons` is PostHog's argMax view over `raw_persons` (ClickHouse `person`, ORDER BY (team_id, id)):
+# a WHERE on `id` is pushed into the raw table, so `id > X ORDER BY id LIMIT n` is a keyset page.
+# `person_distinct_ids` maps each distinct_id to its person (argMax over `person_distinct_id2`).
+PERSON_COLUMNS: Sequence[str] = ("id", "created_at", "properties", "is_identified")
+PERSON_LAST_SEEN_COLUMN = "last_seen_at"  # newer PostHog only (PR #47594): asked for, dropped if unknown
+
+
+def persons_page_query(after: Optional[str], limit: int, last_seen_at: bool = True) -> str:
+    """One keyset page of persons, ordered by `id`: the persons strictly after `after` (None: the first page).
+
+    The server's order of `id` is the only order used: the next page starts after the last id
+    this one returned, whatever that order is (ClickHouse compares UUIDs as UUIDs)."""
+    columns = (*PERSON_COLUMNS, PERSON_LAST_SEEN_COLUMN) if last_seen_at else PERSON_COLUMNS
+    where = f" WHERE id > {uuid_literal(after)}" if after is not None else ""
+    return f"SELECT {', '.join(columns)} FROM persons{where} ORDER BY id ASC LIMIT {checked_limit(limit)}"
+
+
+def person_distinct_ids_query(
+    after: Optional[str], through: str, limit: int, resume: Optional[Tuple[str, str]] = None
+) -> str:
+    """The distinct ids of the persons in (after, through] (one persons page), ordered by
+    (person_id, distinct_id); `resume` = the last (person_id, distinct_id) delivered, when the
+    page's distinct ids need more than one request (a person can have thousands)."""
+    conditions = [f"person_id <= {uuid_literal(through)}"]
+    if after is not None:
+        conditions.insert(0, f"person_id > {uuid_literal(after)}")
+    if resume is not None:
+        person, distinct_id = uuid_literal(resume[0]), quote_string(resume[1])
+        conditions.append(f"(person_id > {person} OR (person_id = {person} AND distinct_id > {distinct_id}))")
+    return (
+        f"SELECT person_id, distinct_id FROM person_distinct_ids WHERE {' AND '.join(conditions)} "
+        f"ORDER BY person_id ASC, distinct_id ASC LIMIT {checked_limit(limit)}"
     )

@@ -1,6 +1,7 @@
 from source_posthog.streams.annotations import Annotations
 from source_posthog.streams.events import Events
 from source_posthog.streams.groups import Groups, GroupTypes
+from source_posthog.streams.persons import Persons
 from source_posthog.streams.property_definitions import PropertyDefinitions
 from source_posthog.streams.resources import (
     Actions,
@@ -10,11 +11,11 @@ from source_posthog.streams.resources import (
     Experiments,
     FeatureFlags,
     Insights,
-    Persons,
     Projects,
     Surveys,
 )
 from source_posthog.streams.session_recordings import SessionRecordings
+from source_posthog.streams.sessions import Sessions
 
 # The order of discover and of a sync: small configuration streams first, events last.
 STREAM_CLASSES = (
@@ -33,6 +34,7 @@ STREAM_CLASSES = (
     Surveys,
     Persons,
     SessionRecordings,
+    Sessions,
     Events,
 )
 

@@ -40,6 +40,9 @@ def malformed_response(place: str, problem: str) -> MalformedResponse:
     return MalformedResponse(message=message, internal_message=message, failure_type=FailureType.system_error)
 
 
+PROJECT_ID_SCHEMA = {"type": "integer", "description": "The PostHog project the record was read from."}
+
+
 class PostHogStream(HttpStream, ABC):
     """One PostHog list endpoint under /api/projects/{project_id}/.
 
@@ -90,7 +93,18 @@ class PostHogStream(HttpStream, ABC):
     def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
         yield from self.decode(response)["results"]
 
+    def get_json_schema(self) -> Mapping[str, Any]:
+        """The stream's schema file, plus `project_id`, which every record carries (projects.py)."""
+        schema = dict(super().get_json_schema())
+        schema["properties"] = {**schema.get("properties", {}), "project_id": PROJECT_ID_SCHEMA}
+        return schema
+
     # -- scopes ------------------------------------------------------------------------------
+    @property
+    def accepted_scopes(self) -> Tuple[str, ...]:
+        """The scopes any one of which lets the key read this stream."""
+        return (self.scope,)
+
     def probe_params(self) -> Mapping[str, Any]:
         """The query of the cheapest request that proves the key may read this stream."""
         return {"limit": 1}

@@ -29,6 +29,7 @@ from airbyte_cdk.sources.streams import CheckpointMixin
 from source_posthog import settings
 from source_posthog.posthog.envelopes import MalformedBody, decode_body, hogql_records
 from source_posthog.http import BODY_MEMORY, PostHogClient, error_detail, is_query_timeout
+from source_posthog.posthog.hogql import query_body
 from source_posthog.posthog.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
 from source_posthog.posthog.timestamps import parse_timestamp
 from source_posthog.state import StateError, not_in_future
@@ -150,7 +151,7 @@ class Events(PostHogStream, CheckpointMixin):
     def request_body_json(self, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Optional[Mapping[str, Any]]:
         query: Union[PageQuery, CountQuery, MinuteCountQuery] = stream_slice["query"]
         name = "airbyte_source_posthog_events_counts" if isinstance(query, (CountQuery, MinuteCountQuery)) else "airbyte_source_posthog_events"
-        return {"query": {"kind": "HogQLQuery", "query": query.hogql()}, "name": name, "refresh": "blocking"}
+        return query_body(query.hogql(), name)
 
     def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
         return None  # one page per slice: the plan decides the next one
@@ -162,7 +163,7 @@ class Events(PostHogStream, CheckpointMixin):
         """A one-row query over the last minute: cheap, and refused exactly like a page without query:read."""
         now = pendulum.now("UTC").start_of("minute")
         query = PageQuery("main", now - timedelta(minutes=1), now, None, None, None, None, 1)
-        return {"query": {"kind": "HogQLQuery", "query": query.hogql()}, "name": "airbyte_source_posthog_scope_check", "refresh": "blocking"}
+        return query_body(query.hogql(), "airbyte_source_posthog_scope_check")
 
     # -- response ----------------------------------------------------------------------------
     # -- reading: up to two queries in flight ---------------------------------------------------

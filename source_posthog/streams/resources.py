@@ -9,22 +9,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, MutableMapping, Optional
 
 import requests
-from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
 
-from source_posthog import settings
-from source_posthog.http import ClientError, PostHogClient, PostHogErrorHandler, where
-from source_posthog.posthog import envelopes
-from source_posthog.posthog.envelopes import MalformedBody
-from source_posthog.streams.base import ListInPasses, NextUrlPagination, malformed_response, partition_of
-
-
-class Persons(NextUrlPagination):
-    """`persons/`: id is the person UUID. No server-side updated filter exists and properties
-    change without changing `created_at`, so full refresh is the honest mode."""
-
-    resource = "persons"
-    scope = "person:read"
-    page_size = settings.PERSONS_PAGE_SIZE
+from source_posthog.streams.base import ListInPasses, NextUrlPagination, PostHogStream, malformed_response, partition_of
 
 
 class Cohorts(NextUrlPagination):
@@ -110,55 +96,31 @@ class Surveys(NextUrlPagination):
     scope = "survey:read"
 
 
-class Projects(NextUrlPagination):
-    """`/api/projects/`: every project the key can see.
+class Projects(PostHogStream):
+    """`/api/projects/{id}/`: the project being read, one record per configured project (with
+    `all_projects`, per listed project). The detail works for every key that can read the
+    project, also one scoped to projects (which cannot list them)."""
 
-    A key scoped to projects cannot list them (403 "API keys with scoped projects are only
-    supported on project-based views."): then the configured project is read from
-    `/api/projects/{id}/`, so `projects` still holds it.
-    """
-
-    resource = "projects"
     scope = "project:read"
 
     @property
     def url_base(self) -> str:
-        return self.config.api_url
+        return f"{self.config.api_url}projects/"
 
-    def get_error_handler(self) -> PostHogErrorHandler:
-        return _ListForbiddenIsIgnored(self.name, self.scope, self.config.project_id, self.config.base_url, self.bodies)
+    @property
+    def resource(self) -> str:  # type: ignore[override]
+        return str(self.config.project_id)
 
-    def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
-        if response.status_code == 403:
-            self.logger.info("The API key cannot list projects; reading the configured project only.")
-            yield self._configured_project()
-            return
-        yield from super().parse_response(response, **kwargs)
-
-    def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
-        return None if response.status_code == 403 else super().next_page_token(response)
+    def request_params(self, **kwargs: Any) -> MutableMapping[str, Any]:
+        return {}
 
     def missing_scope(self) -> Optional[str]:
-        try:
-            return super().missing_scope()
-        except ClientError as refused:
-            if refused.status == 403:  # a project-scoped key cannot list projects: the stream falls back
-                return None
-            raise
+        # The request `check` makes to prove the key and the project: a key that cannot read the
+        # project fails check itself, naming project:read, so no probe is needed.
+        return None
 
-    def _configured_project(self) -> Mapping[str, Any]:
-        config = self.config
-        client = PostHogClient(self.name, self.scope, config.api_key, config.project_id, config.base_url, self.api_budget, config.request_timeout_seconds)
-        response, body = client.get(config.project_url)
-        try:
-            return envelopes.decode_body(body, required=None)
-        except MalformedBody as error:
-            raise malformed_response(where(response), str(error))
+    def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
+        return None
 
-
-class _ListForbiddenIsIgnored(PostHogErrorHandler):
-    def interpret_response(self, response: Any) -> ErrorResolution:
-        if isinstance(response, requests.Response) and response.status_code == 403 and response.request is not None:
-            if response.request.url.split("?")[0].rstrip("/").endswith("/api/projects"):
-                return ErrorResolution(ResponseAction.IGNORE)
-        return super().interpret_response(response)
+    def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
+        yield self.decode(response, required=None)
