@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from airbyte_cdk.models import (
     AirbyteMessage,
@@ -41,6 +41,7 @@ from airbyte_cdk.models import (
     TraceType,
     Type,
 )
+from airbyte_cdk.utils.stream_status_utils import as_airbyte_message
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 PROJECT_FIELD = "project_id"
@@ -145,7 +146,7 @@ class ProjectsRead:
                     failed = True
                     self.failures.append((name, project, error.message or ""))
                     continue
-            yield _status(configured, AirbyteStreamStatus.INCOMPLETE if failed else AirbyteStreamStatus.COMPLETE)
+            yield as_airbyte_message(configured.stream, AirbyteStreamStatus.INCOMPLETE if failed else AirbyteStreamStatus.COMPLETE)
         if self.failures:
             parts = ", ".join(f"{stream} (project {project})" for stream, project, _ in self.failures)
             message = (
@@ -154,8 +155,3 @@ class ProjectsRead:
             )
             raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.config_error)
 
-
-def _status(configured: Any, status: AirbyteStreamStatus) -> AirbyteMessage:
-    from airbyte_cdk.utils.stream_status_utils import as_airbyte_message
-
-    return as_airbyte_message(configured.stream, status)

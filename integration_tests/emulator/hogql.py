@@ -1092,11 +1092,17 @@ class Translator:
                     continue
             except (ValueError, OverflowError):
                 continue
-            if op in (">", ">=", "=") and (lo is None or value > lo):
-                lo = value
-            if op in ("<", "<=", "=") and (hi is None or value < hi):
-                hi = value
+            lo, hi = narrow(lo, hi, op, value)
         return lo, hi
+
+
+def narrow(lo: str | None, hi: str | None, op: str, value: str) -> tuple[str | None, str | None]:
+    """The inclusive range [lo, hi] tightened by one `column <op> value` of a top-level AND."""
+    if op in (">", ">=", "=") and (lo is None or value > lo):
+        lo = value
+    if op in ("<", "<=", "=") and (hi is None or value < hi):
+        hi = value
+    return lo, hi
 
 
 def compile_query(text: str, team_id: int, values: dict[str, Any] | None = None,
@@ -1139,8 +1145,5 @@ def key_bounds(text: str, values: dict[str, Any] | None, column: str) -> tuple[s
         value = str(right.value).lower() if right.type in ("uuid", "string") else None
         if value is None:
             continue
-        if op in (">", ">=", "=") and (lo is None or value > lo):
-            lo = value
-        if op in ("<", "<=", "=") and (hi is None or value < hi):
-            hi = value
+        lo, hi = narrow(lo, hi, op, value)
     return lo, hi

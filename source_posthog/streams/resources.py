@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, MutableMapping, Optional
 
 import requests
 
-from source_posthog.streams.base import ListInPasses, NextUrlPagination, PostHogStream, malformed_response, partition_of
+from source_posthog.streams.base import ListInPasses, NextUrlPagination, PostHogStream, partition_of
 
 
 class Cohorts(NextUrlPagination):
