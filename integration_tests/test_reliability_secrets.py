@@ -37,6 +37,24 @@ def test_given_debug_mode_and_faults_when_every_stream_is_read_then_the_key_appe
     assert any(entry["fault"] for entry in emulator.requests()), "no retry path was exercised"
 
 
+@pytest.mark.parametrize("command", ["check", "discover", "read"])
+def test_given_debug_mode_and_a_key_with_surrounding_whitespace_when_any_command_runs_then_no_form_of_the_key_is_printed(
+    command: str, start_emulator: Any, workspace: Any
+) -> None:
+    """The key is sent stripped; `--debug` logs each request's headers. Masking only the value as
+    configured (`"phx_…\\n"`) printed `Authorization: Bearer phx_…` (issue #21, item 1)."""
+    emulator = start_emulator()
+    files = workspace(emulator, api_key=f"\t {KEYS['all_access']}\r\n")
+    catalog = files.catalog(["cohorts", "events"]) if command == "read" else None
+
+    result = run_sync(files.config(), catalog, command=command, env=SUBPROCESS_ENV, extra_args=["--debug"])
+
+    # run_sync has already failed the test if any form of the key was printed.
+    assert b"Making outbound API request" in result.stdout, "debug mode (which prints each request's headers) was not on"
+    assert b"Bearer ****" in result.stdout, "the Authorization header is printed masked"
+    assert result.returncode == 0, error_messages(result)
+
+
 REFUSED_KEYS = {
     "unknown to PostHog (401)": "phx_revokedKeyNeverIssued0123456789abcdefABCD",
     "without query:read (403 on events)": KEYS["no_query"],

@@ -18,6 +18,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
+from source_posthog.secrets import register_api_key
 
 
 class ConfigError(AirbyteTracedException):
@@ -121,6 +122,7 @@ def _additional_project_ids(value: Any) -> Tuple[int, ...]:
 
 
 def _api_key(value: Any) -> str:
+    register_api_key(value)  # before anything can print it, in whatever form it came
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(
             "api_key",

@@ -9,12 +9,13 @@ from unit_tests.builders import API_KEY as UNIT_TEST_KEY
 
 
 def secret_forms(api_key: Any) -> List[str]:
-    """For one key: the key, its body after `phx_`, and its first line (a key pasted with a line
-    break must not leak that line either)."""
+    """For one key: the key as configured, stripped, and each whitespace-separated piece of it (a
+    key pasted with a line break and a header), each with and without its `phx_` prefix."""
     if isinstance(api_key, bool) or not isinstance(api_key, (str, int)):
         return []
     text = str(api_key)
-    forms = {text, text.removeprefix("phx_"), *text.split()[:1]}
+    pieces = {text, text.strip(), *text.split()}
+    forms = pieces | {piece.removeprefix("phx_") for piece in pieces}
     return sorted(form for form in forms if len(form) >= 8)
 
 
