@@ -16,13 +16,13 @@ $(BIN)/source-posthog: setup.py
 setup: $(BIN)/source-posthog
 
 demo: setup
-	$(BIN)/python -m integration_tests.demo
+	$(BIN)/python -m tools.demo
 
 test: setup
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python -m integration_tests.benchmark
+	$(BIN)/python -m tools.bench.benchmark
 
 clean:
 	rm -rf $(VENV) .emulator-cache .demo-output .bench

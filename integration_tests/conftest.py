@@ -32,7 +32,7 @@ from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.models import AirbyteMessageSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from integration_tests.connector import (
+from tools.connector import (
     ALL_STREAMS,
     PRIMARY_KEYS,
     SyncResult,
@@ -41,13 +41,13 @@ from integration_tests.connector import (
     write_config,
     write_state,
 )
-from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorServer
-from integration_tests.emulator import ratelimit as emulator_ratelimit
+from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
+from tools.emulator import ratelimit as emulator_ratelimit
 from source_posthog import settings
 from source_posthog.source import SourcePosthog
-from test_support.keys import hashable
-from test_support.secrets import known_secrets, leaked
-from test_support.sleeps import BACKOFF_MODULE, SleepRecorder
+from tools.connector import hashable
+from unit_tests.support.secrets import known_secrets, leaked
+from unit_tests.support.sleeps import BACKOFF_MODULE, SleepRecorder
 
 BASE_TIME = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
 ANCHOR_DATE = (BASE_TIME - timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%SZ")  # events span 30 days
@@ -61,6 +61,13 @@ CDK_EXTRA_SECOND = 1  # the CDK sleeps backoff + 1 s ("to cover any fractions of
 
 
 # -- keys and truth ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def api_keys_in_use() -> List[str]:
+    """The root conftest's leak guard also scans for every emulator key."""
+    return list(KEYS.values())
+
 
 
 def truth_sets(truth: Mapping[str, Sequence[Any]]) -> Dict[str, set]:
@@ -178,7 +185,7 @@ class InProcessConnector:
         """
         args = ["read", "--config", str(config), "--catalog", str(catalog)] + (["--state", str(state)] if state else [])
         configured = orjson.loads(config.read_bytes())
-        secrets = known_secrets(configured.get("api_key") if isinstance(configured, dict) else None)
+        secrets = known_secrets(configured.get("api_key") if isinstance(configured, dict) else None, *KEYS.values())
         result = SyncResult(returncode=0)
         started = time.monotonic()
         entrypoint = AirbyteEntrypoint(SourcePosthog())

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from integration_tests.connector import (
+from tools.connector import (
     ALL_STREAMS,
     expected_incremental_keys,
     hashable,
@@ -24,7 +24,7 @@ from integration_tests.connector import (
     write_config,
     write_state,
 )
-from integration_tests.emulator import EmulatorConfig, EmulatorServer
+from tools.emulator import EmulatorConfig, EmulatorServer
 
 ENV = {"SOURCE_POSTHOG_INGESTION_LAG_SECONDS": "1", "SOURCE_POSTHOG_RATE_LIMIT_SCALE": "100"}
 

@@ -1,6 +1,6 @@
 """Events under PostHog's real operating conditions, through the real command (issue #11).
 
-The emulator reproduces them (integration_tests/emulator/README.md, "Operating conditions"): an
+The emulator reproduces them (tools/emulator/README.md, "Operating conditions"): an
 event becomes queryable some time after its `created_at`; a query over the time limit is a 504.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Dict
 
 import pytest
 
-from integration_tests.connector import run_sync, write_catalog, write_config, write_state
-from integration_tests.emulator import EmulatorConfig, EmulatorServer
+from tools.connector import run_sync, write_catalog, write_config, write_state
+from tools.emulator import EmulatorConfig, EmulatorServer
 
 ENV = {"SOURCE_POSTHOG_INGESTION_LAG_SECONDS": "1", "SOURCE_POSTHOG_RATE_LIMIT_SCALE": "100"}
 
@@ -70,7 +70,7 @@ def test_given_slow_queries_when_a_whole_sync_runs_then_two_queries_are_in_fligh
     # The emulator's cost model (0.1 s + 4 µs a scanned row + 30 ns a byte returned, ×2) makes every query take real time.
     emulator_config = EmulatorConfig(events=40_000, seed=8, query_cost_model=True, query_time_scale=2.0)
     with EmulatorServer(emulator_config) as emulator:
-        from integration_tests.connector import ALL_STREAMS
+        from tools.connector import ALL_STREAMS
 
         def sync(in_flight: int, streams: Any) -> Any:
             emulator.reset_query_stats()

@@ -11,7 +11,7 @@ import random
 from typing import Any, List
 
 from integration_tests.conftest import SUBPROCESS_ENV, duplicates, error_messages
-from integration_tests.connector import SyncResult, run_sync
+from tools.connector import SyncResult, run_sync
 
 EVENTS = 100_000
 PAGE_SIZE = 10_000  # ten pages or more: every kill lands inside some page

@@ -14,10 +14,10 @@ from typing import Any, Dict, Iterator, List, Mapping
 
 import pytest
 
-from integration_tests.connector import run_sync, write_catalog, write_config
-from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorServer
+from tools.connector import run_sync, write_catalog, write_config
+from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
 from source_posthog import settings
-from source_posthog.posthog.timestamps import to_utc_iso
+from source_posthog.api.timestamps import to_utc_iso
 
 PERSONS = 60_000
 ENV = {"SOURCE_POSTHOG_RATE_LIMIT_SCALE": "1000"}
@@ -135,7 +135,7 @@ def test_given_a_key_without_person_read_when_check_discover_and_read_then_perso
 def test_given_a_sync_killed_after_its_first_page_when_run_again_with_its_state_then_it_resumes_after_the_checkpointed_id(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
-    from integration_tests.connector import write_state
+    from tools.connector import write_state
 
     config = write_config(tmp_path, emulator.url, emulator.api_key, emulator.project_id)
     catalog = write_catalog(tmp_path, ["persons"], incremental=False)

@@ -28,8 +28,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 import pytest
 
 from integration_tests.conftest import ANCHOR_DATE, SUBPROCESS_ENV, hashable
-from integration_tests.connector import ALL_STREAMS, INCREMENTAL_STREAMS, PRIMARY_KEYS, connector_command
-from integration_tests.emulator import PROJECT_ID, EmulatorServer
+from tools.connector import ALL_STREAMS, INCREMENTAL_STREAMS, PRIMARY_KEYS, connector_command
+from tools.emulator import PROJECT_ID, EmulatorServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -27,8 +27,8 @@ import orjson
 import pytest
 
 from integration_tests.conftest import ANCHOR_DATE, BASE_TIME, SUBPROCESS_ENV
-from integration_tests.connector import SyncResult, run_sync, write_catalog, write_state
-from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorServer
+from tools.connector import SyncResult, run_sync, write_catalog, write_state
+from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
 from integration_tests.reliability_cases import BAD_CONFIGS, BAD_STATES, MALFORMED_RESPONSES, REMOVE, BadConfig, BadState, MalformedResponse
 
 WORKERS = 4

@@ -22,8 +22,8 @@ from integration_tests.conftest import (
     statuses,
     truth_sets,
 )
-from integration_tests.connector import ALL_STREAMS, INCREMENTAL_STREAMS
-from integration_tests.emulator import FaultConfig
+from tools.connector import ALL_STREAMS, INCREMENTAL_STREAMS
+from tools.emulator import FaultConfig
 
 EVENTS = 100_000
 EVENTS_PAGE_SIZE = 1_000  # many pages, so many requests meet a fault

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import orjson
 
 from integration_tests.conftest import SUBPROCESS_ENV, assert_union_is_truth, error_messages
-from integration_tests.connector import ALL_STREAMS, SyncResult, run_sync, write_state
+from tools.connector import ALL_STREAMS, SyncResult, run_sync, write_state
 
 KILLS = 20
 WORKERS = 2  # two chains run at once against the same emulator

@@ -21,10 +21,10 @@ from typing import Any, Iterator, List
 import pytest
 
 from integration_tests.conftest import BASE_TIME, SUBPROCESS_ENV, api_requests, error_messages
-from integration_tests.connector import run_sync, write_catalog
-from integration_tests.emulator import KEYS, PROJECT_ID
+from tools.connector import run_sync, write_catalog
+from tools.emulator import KEYS, PROJECT_ID
 from integration_tests.reliability_cases import HOSTILE_CONFIGS, HOSTILE_EVENT_TEXT, HOSTILE_STATES, INJECTION, HostileConfig, HostileState
-from source_posthog.posthog.hogql import EVENT_COLUMNS
+from source_posthog.api.hogql import EVENT_COLUMNS
 
 QUERY = f"/api/projects/{PROJECT_ID}/query/"
 _DT = r"toDateTime64\('\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}', 6, 'UTC'\)"

@@ -31,9 +31,9 @@ from integration_tests.conftest import (
     error_messages,
     statuses,
 )
-from integration_tests.connector import ALL_STREAMS, run_sync
-from integration_tests.emulator import PROJECT_ID, FaultConfig
-from integration_tests.emulator.ratelimit import CLASS_LIMITS
+from tools.connector import ALL_STREAMS, run_sync
+from tools.emulator import PROJECT_ID, FaultConfig
+from tools.emulator.ratelimit import CLASS_LIMITS
 from source_posthog import settings
 
 RATE_SCALE = 60

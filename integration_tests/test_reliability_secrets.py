@@ -19,8 +19,8 @@ from typing import Any, Iterator, Tuple
 import pytest
 
 from integration_tests.conftest import SUBPROCESS_ENV, error_messages
-from integration_tests.connector import ALL_STREAMS, SyncResult, run_sync, write_catalog
-from integration_tests.emulator import KEYS, PROJECT_ID, FaultConfig
+from tools.connector import ALL_STREAMS, SyncResult, run_sync, write_catalog
+from tools.emulator import KEYS, PROJECT_ID, FaultConfig
 
 
 def test_given_debug_mode_and_faults_when_every_stream_is_read_then_the_key_appears_nowhere(start_emulator: Any, workspace: Any) -> None:

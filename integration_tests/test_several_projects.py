@@ -14,9 +14,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Sequence, Set, 
 
 import pytest
 
-from integration_tests.connector import ALL_STREAMS, INCREMENTAL_STREAMS, SyncResult, hashable, primary_key, run_sync, write_catalog, write_config, write_state
-from integration_tests.emulator import EmulatorConfig, EmulatorServer
-from integration_tests.emulator.keys import EMPTY_PROJECT_ID, KEYS, KOLKATA_PROJECT_ID, PROJECT_ID, SECOND_PROJECT_ID
+from tools.connector import ALL_STREAMS, INCREMENTAL_STREAMS, SyncResult, hashable, primary_key, run_sync, write_catalog, write_config, write_state
+from tools.emulator import EmulatorConfig, EmulatorServer
+from tools.emulator.keys import EMPTY_PROJECT_ID, KEYS, KOLKATA_PROJECT_ID, PROJECT_ID, SECOND_PROJECT_ID
 
 ENV = {"SOURCE_POSTHOG_INGESTION_LAG_SECONDS": "1", "SOURCE_POSTHOG_RATE_LIMIT_SCALE": "100"}
 PROJECTS = (PROJECT_ID, KOLKATA_PROJECT_ID, EMPTY_PROJECT_ID)

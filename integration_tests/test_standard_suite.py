@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 from airbyte_cdk.test.standard_tests import SourceTestSuiteBase
 
-from integration_tests.emulator import EmulatorConfig, EmulatorServer
+from tools.emulator import EmulatorConfig, EmulatorServer
 from source_posthog import SourcePosthog, settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from integration_tests.connector import (
+from tools.connector import (
     ALL_STREAMS,
     INCREMENTAL_STREAMS,
     expected_incremental_keys,
@@ -24,8 +24,8 @@ from integration_tests.connector import (
     write_config,
     write_state,
 )
-from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorServer
-from test_support.keys import hashable
+from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
+from tools.connector import hashable
 
 ENV = {"SOURCE_POSTHOG_INGESTION_LAG_SECONDS": "1", "SOURCE_POSTHOG_RATE_LIMIT_SCALE": "100"}
 FULL_REFRESH_STREAMS = [stream for stream in ALL_STREAMS if stream not in INCREMENTAL_STREAMS]

@@ -10,7 +10,7 @@
   3 retries.
 - 401/403/404/400 fail at once with a message that says what to fix.
 - Explicit connect and read timeouts on every request.
-The CDK's HttpClient runs the retry loop; `source_posthog/posthog/errors.py` decides, this module
+The CDK's HttpClient runs the retry loop; `source_posthog/api/errors.py` decides, this module
 adapts those decisions to the CDK's ErrorHandler and BackoffStrategy.
 """
 
@@ -37,8 +37,8 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
 from source_posthog.cdk_internals import RETRY_EXTRA_SECONDS
-from source_posthog.posthog import errors
-from source_posthog.posthog.errors import Outcome
+from source_posthog.api import errors
+from source_posthog.api.errors import Outcome
 
 logger = logging.getLogger("airbyte")
 

@@ -24,7 +24,7 @@ from source_posthog import settings
 from source_posthog.cdk_internals import install_log_filters
 from source_posthog.config import ConfigError, PostHogConfig, parse_config, validate_against_spec
 from source_posthog.http import ClientError, PostHogClient, RetriesExhausted, build_api_budget
-from source_posthog.posthog import envelopes, scopes
+from source_posthog.api import envelopes, scopes
 from source_posthog.projects import ProjectsRead, blob_to_dict, split_state, state_message
 from source_posthog.state import StateError
 from source_posthog.streams import STREAM_CLASSES

@@ -8,7 +8,7 @@ import pendulum
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from source_posthog.posthog.timestamps import parse_timestamp
+from source_posthog.api.timestamps import parse_timestamp
 
 
 class StateError(AirbyteTracedException):

@@ -27,8 +27,8 @@ import freezegun
 from freezegun import freeze_time
 
 from source_posthog import settings
-from test_support.cdk_seams import validate_all_matchers_called
-from test_support.sleeps import BACKOFF_MODULE, SleepRecorder
+from unit_tests.support.cdk_seams import validate_all_matchers_called
+from unit_tests.support.sleeps import BACKOFF_MODULE, SleepRecorder
 from unit_tests.builders import NOW, ConfigBuilder
 
 freezegun.configure(extend_ignore_list=["_pytest", "pytest_timeout"])  # keep pytest's own clocks real

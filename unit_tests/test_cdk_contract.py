@@ -156,7 +156,7 @@ def test_the_tests_cdk_seams_still_reach_what_they_check(config: Any) -> None:
     from airbyte_cdk.test.mock_http import HttpMocker as Mocker
 
     from source_posthog.http import build_api_budget
-    from test_support.cdk_seams import budget_used_by, rates_of, validate_all_matchers_called
+    from unit_tests.support.cdk_seams import budget_used_by, rates_of, validate_all_matchers_called
 
     streams = SourcePosthog().streams(config)
     assert budget_used_by(streams[0]) is streams[0].api_budget

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from source_posthog.posthog.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow
-from source_posthog.posthog.hogql import KeysetPosition
+from source_posthog.api.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow
+from source_posthog.api.hogql import KeysetPosition
 from unit_tests.hogql_fake import Event, event_uuid, parse_query, utc
 
 ANCHOR = utc("2025-05-01T00:00:00Z")

@@ -18,7 +18,7 @@ from airbyte_cdk.test.mock_http import HttpMocker
 from source_posthog import settings
 from source_posthog.http import PostHogBackoffStrategy, build_api_budget
 from source_posthog.source import SourcePosthog
-from test_support.cdk_seams import budget_used_by, rates_of
+from unit_tests.support.cdk_seams import budget_used_by, rates_of
 from unit_tests.builders import API_KEY, PROJECT_URL, ConfigBuilder, PostHogRequest, PostHogResponse, numbered, person_uuid, record
 from unit_tests.reader import config_errors, errors, everything_emitted, read_stream, records
 

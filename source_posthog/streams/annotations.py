@@ -15,7 +15,7 @@ from airbyte_cdk.models import SyncMode
 
 from source_posthog.state import not_in_future, state_timestamp
 from source_posthog.streams.base import NextUrlPagination, ValidatedState
-from source_posthog.posthog.timestamps import parse_timestamp, utc_iso
+from source_posthog.api.timestamps import parse_timestamp, utc_iso
 
 
 class Annotations(ValidatedState, NextUrlPagination):

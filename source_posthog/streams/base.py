@@ -1,6 +1,6 @@
 """PostHogStream and the Airbyte side of PostHog's pagination styles, each written once.
 
-The envelopes themselves are read by `source_posthog/posthog/envelopes.py` (docs/posthog-api.md § 2):
+The envelopes themselves are read by `source_posthog/api/envelopes.py` (docs/posthog-api.md § 2):
   counted, persons, actions  → NextUrlPagination (follow `next`; a short page is not the end)
   groups                     → NextUrlPagination (the keyset cursor travels inside `next`)
   groups_types (bare list)   → NextUrlPagination with `bare_list = True` (one page, no `next`)
@@ -27,8 +27,8 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from source_posthog import settings
 from source_posthog.config import PostHogConfig
 from source_posthog.http import ClientError, PostHogBackoffStrategy, PostHogClient, PostHogErrorHandler, ResponseBodies, endpoint_name, request_kwargs, where
-from source_posthog.posthog import envelopes
-from source_posthog.posthog.envelopes import MalformedBody
+from source_posthog.api import envelopes
+from source_posthog.api.envelopes import MalformedBody
 
 
 class MalformedResponse(AirbyteTracedException):

@@ -1,4 +1,4 @@
-"""`events`: a lossless HogQL keyset export, planned by `source_posthog/posthog/events_plan.py`.
+"""`events`: a lossless HogQL keyset export, planned by `source_posthog/api/events_plan.py`.
 
 Why not `GET /events/`: it is deprecated, caps pages at 1000 rows, and its strict `after` /
 `before` bounds skip events that share a timestamp at a page edge (docs/posthog-api.md § 3.3).
@@ -27,11 +27,11 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from airbyte_cdk.sources.streams import CheckpointMixin
 
 from source_posthog import settings
-from source_posthog.posthog.envelopes import MalformedBody, decode_body, hogql_records
+from source_posthog.api.envelopes import MalformedBody, decode_body, hogql_records
 from source_posthog.http import BODY_MEMORY, PostHogClient, error_detail, is_query_timeout
-from source_posthog.posthog.hogql import query_body
-from source_posthog.posthog.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
-from source_posthog.posthog.timestamps import parse_timestamp
+from source_posthog.api.hogql import query_body
+from source_posthog.api.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow, parse_position
+from source_posthog.api.timestamps import parse_timestamp
 from source_posthog.state import StateError, not_in_future
 from source_posthog.streams.base import PostHogStream, malformed_response, where
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Iterable, List, Mapping
 
 from source_posthog.http import PostHogClient, where
-from source_posthog.posthog import envelopes
-from source_posthog.posthog.envelopes import MalformedBody
+from source_posthog.api import envelopes
+from source_posthog.api.envelopes import MalformedBody
 from source_posthog.streams.base import ListInPasses, NextUrlPagination, malformed_response
 
 

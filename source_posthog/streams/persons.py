@@ -39,10 +39,10 @@ from airbyte_cdk.sources.types import StreamSlice
 
 from source_posthog import settings
 from source_posthog.http import ClientError, PostHogClient, RetriesExhausted, where
-from source_posthog.posthog import envelopes, scopes
-from source_posthog.posthog.envelopes import MalformedBody
-from source_posthog.posthog.hogql import PERSON_LAST_SEEN_COLUMN, person_distinct_ids_query, persons_page_query, query_body
-from source_posthog.posthog.timestamps import to_utc_iso
+from source_posthog.api import envelopes, scopes
+from source_posthog.api.envelopes import MalformedBody
+from source_posthog.api.hogql import PERSON_LAST_SEEN_COLUMN, person_distinct_ids_query, persons_page_query, query_body
+from source_posthog.api.timestamps import to_utc_iso
 from source_posthog.state import StateError, require_mapping
 from source_posthog.streams.base import PostHogStream, malformed_response
 

@@ -21,7 +21,7 @@ from airbyte_cdk.models import SyncMode
 from source_posthog import settings
 from source_posthog.state import StateError, not_in_future, require_mapping, state_timestamp
 from source_posthog.streams.base import HasNextOffsetPagination, ValidatedState, malformed_response
-from source_posthog.posthog.timestamps import parse_timestamp, utc_iso
+from source_posthog.api.timestamps import parse_timestamp, utc_iso
 
 
 class SessionRecordings(ValidatedState, HasNextOffsetPagination):

@@ -37,10 +37,10 @@ from airbyte_cdk.models import SyncMode
 from airbyte_cdk.sources.streams.checkpoint.checkpoint_reader import FULL_REFRESH_COMPLETE_STATE
 
 from source_posthog import settings
-from source_posthog.posthog import hogql
-from source_posthog.posthog.envelopes import MalformedBody, decode_body
-from source_posthog.posthog.hogql import SessionPosition
-from source_posthog.posthog.timestamps import parse_timestamp, to_utc_iso, utc_iso
+from source_posthog.api import hogql
+from source_posthog.api.envelopes import MalformedBody, decode_body
+from source_posthog.api.hogql import SessionPosition
+from source_posthog.api.timestamps import parse_timestamp, to_utc_iso, utc_iso
 from source_posthog.state import StateError, not_in_future, state_timestamp
 from source_posthog.streams.base import PostHogStream, ValidatedState, malformed_response, where
 

@@ -31,8 +31,8 @@ from datetime import datetime, timedelta
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from source_posthog import settings
-from source_posthog.posthog.hogql import KeysetPosition, created_minutes_count_query, events_count_query, events_page_query
-from source_posthog.posthog.timestamps import parse_timestamp, utc_iso
+from source_posthog.api.hogql import KeysetPosition, created_minutes_count_query, events_count_query, events_page_query
+from source_posthog.api.timestamps import parse_timestamp, utc_iso
 
 MICROSECOND = timedelta(microseconds=1)
 HOUR = timedelta(hours=1)

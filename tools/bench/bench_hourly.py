@@ -1,6 +1,6 @@
 """Duplicates of hourly incremental syncs over a day of events, when PostHog has no ingestion delay.
 
-    .venv/bin/python -m integration_tests.bench_hourly [--events 1000000] [--syncs 24]
+    .venv/bin/python -m tools.bench.bench_hourly [--events 1000000] [--syncs 24]
 
 Issue #11 item 1: an incremental sync may re-emit at most 1 % of its events as duplicates.
 
@@ -30,8 +30,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from integration_tests.connector import REPO, connector_command, write_catalog, write_config
-from integration_tests.emulator import EmulatorConfig, EmulatorProcess
+from tools.connector import REPO, connector_command, write_catalog, write_config
+from tools.emulator import EmulatorConfig, EmulatorProcess
 
 UUID_AT = b'"uuid":"'
 

@@ -112,7 +112,7 @@ class ControlClient:
 
 
 class EmulatorProcess(ControlClient):
-    """The emulator in a separate process (``python -m integration_tests.emulator``), for benchmarks."""
+    """The emulator in a separate process (``python -m tools.emulator``), for benchmarks."""
 
     def __init__(self, config=None, startup_timeout: float = 900.0, python: str | None = None):
         super().__init__()
@@ -125,7 +125,7 @@ class EmulatorProcess(ControlClient):
         self._stderr = None
 
     def start(self) -> "EmulatorProcess":
-        cmd = [self.python, "-m", "integration_tests.emulator", "--port", "0", *self.config.to_cli_args()]
+        cmd = [self.python, "-m", "tools.emulator", "--port", "0", *self.config.to_cli_args()]
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._stderr = tempfile.TemporaryFile()

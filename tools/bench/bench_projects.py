@@ -1,8 +1,8 @@
 """Two projects of 500,000 events against one of 1,000,000: requests and wall time (issue #12).
 
-    .venv/bin/python -m integration_tests.bench_projects [--events 1000000]
+    .venv/bin/python -m tools.bench.bench_projects [--events 1000000]
 
-One emulator in its own process, its query cost model on (integration_tests/emulator/README.md):
+One emulator in its own process, its query cost model on (tools/emulator/README.md):
 first `source-posthog read` of events from project 2 holding all the events; then every second
 event is moved to project 3 (the same data, split in two like projects) and the same read runs
 with `additional_project_ids: [3]`. Each delivers every event (checked against the emulator's
@@ -19,9 +19,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from integration_tests.connector import REPO, connector_command, write_catalog, write_config
-from integration_tests.emulator import EmulatorConfig, EmulatorProcess
-from integration_tests.emulator.keys import PROJECT_ID, SECOND_PROJECT_ID
+from tools.connector import REPO, connector_command, write_catalog, write_config
+from tools.emulator import EmulatorConfig, EmulatorProcess
+from tools.emulator.keys import PROJECT_ID, SECOND_PROJECT_ID
 
 UUID_AT = b'"uuid":"'
 

@@ -88,7 +88,7 @@ class EmulatorConfig:
         return self.base_time.astimezone(tu.UTC)
 
     def to_cli_args(self) -> list[str]:
-        """The ``python -m integration_tests.emulator`` options that reproduce this config."""
+        """The ``python -m tools.emulator`` options that reproduce this config."""
         args = ["--events", str(self.events), "--seed", str(self.seed),
                 "--span-days", repr(float(self.events_span_days)),
                 "--legacy-page-cap", "none" if self.legacy_events_page_cap is None else str(self.legacy_events_page_cap),

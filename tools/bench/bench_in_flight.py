@@ -1,10 +1,10 @@
 """Events wall time with PostHog's query latency modeled: one query in flight against two.
 
-    .venv/bin/python -m integration_tests.bench_in_flight [--events 1000000] [--runs 3]
+    .venv/bin/python -m tools.bench.bench_in_flight [--events 1000000] [--runs 3]
 
 The emulator runs in its own process with its query cost model on (0.1 s + 4 µs per scanned row
 × the columns' share + 30 ns per returned byte: a 25,000-event page of ~1.5 KB rows takes about
-1.35 s, integration_tests/emulator/README.md). `source-posthog read` of the events stream (a
+1.35 s, tools/emulator/README.md). `source-posthog read` of the events stream (a
 first incremental sync) runs with `events_queries_in_flight` 1 and 2, interleaved; the medians of
 wall time, CPU, peak RSS, queries and what the queries read are printed as a Markdown table, then a
 modeled 100M-event backfill under PostHog's limits (its assumptions printed with it).
@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from integration_tests.connector import REPO, connector_command, write_catalog, write_config
-from integration_tests.emulator import EmulatorConfig, EmulatorProcess
+from tools.connector import REPO, connector_command, write_catalog, write_config
+from tools.emulator import EmulatorConfig, EmulatorProcess
 
 BASE_TIME = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

@@ -1,7 +1,7 @@
 """Checks the PostHog API emulator against the facts of docs/posthog-api.md.
 
 Fast by design (small datasets, a few seconds in total). Run with:
-    python -m pytest integration_tests/test_emulator.py -q
+    python -m pytest integration_tests/emulator_fidelity/test_emulator.py -q
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import requests
 
-from integration_tests.emulator import KEYS, PROJECT_ID, EmulatorConfig, EmulatorProcess, EmulatorServer, FaultConfig
-from integration_tests.emulator import hogql
-from integration_tests.emulator.data import DataParams, Store
-from integration_tests.emulator.ratelimit import RateLimiter, Throttled
+from tools.emulator import KEYS, PROJECT_ID, EmulatorConfig, EmulatorProcess, EmulatorServer, FaultConfig
+from tools.emulator import hogql
+from tools.emulator.data import DataParams, Store
+from tools.emulator.ratelimit import RateLimiter, Throttled
 
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")

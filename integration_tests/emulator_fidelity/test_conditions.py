@@ -3,7 +3,7 @@ visibility delay, query cost model, execution limit, concurrency queue, read bud
 preset and the time-bucket aggregate. Each condition is checked off (the default) and on.
 
 Fast by design: small datasets and a small query_time_scale. Run with:
-    python -m pytest integration_tests/test_emulator_conditions.py -q
+    python -m pytest integration_tests/emulator_fidelity/test_conditions.py -q
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from integration_tests.emulator import KEYS, PROJECT_ID, EmulatorConfig, EmulatorProcess, EmulatorServer
-from integration_tests.emulator import conditions as cond
-from integration_tests.emulator.data import DataParams
-from integration_tests.test_emulator import auth, make_emu  # noqa: F401  (the fixture and helper have one home)
+from tools.emulator import KEYS, PROJECT_ID, EmulatorConfig, EmulatorProcess, EmulatorServer
+from tools.emulator import conditions as cond
+from tools.emulator.data import DataParams
+from integration_tests.emulator_fidelity.test_emulator import auth, make_emu  # noqa: F401  (the fixture and helper have one home)
 
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 COLUMNS = "uuid, event, timestamp, distinct_id, properties, elements_chain, person_id, created_at"
@@ -392,7 +392,7 @@ def test_current_key_describes_the_calling_key_without_needing_a_scope_and_can_b
     import json
     import urllib.request
 
-    from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorServer
+    from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
 
     def get(url: str, key: str) -> tuple:
         request = urllib.request.Request(f"{url}/api/personal_api_keys/@current/", headers={"Authorization": f"Bearer {key}"})

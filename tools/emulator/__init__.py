@@ -4,7 +4,7 @@ It behaves like PostHog's private API in every respect that ``shared/posthog-api
 (paths, envelopes, page caps, orders, strict bounds, error bodies, rate limits, HogQL results)
 and can inject seeded faults.
 
-    from integration_tests.emulator import EmulatorConfig, EmulatorServer
+    from tools.emulator import EmulatorConfig, EmulatorServer
 
     with EmulatorServer(EmulatorConfig(events=5_000)) as emu:
         ...  # point the connector at emu.url with emu.api_key and emu.project_id

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from source_posthog.posthog.timestamps import to_utc_iso
+from source_posthog.api.timestamps import to_utc_iso
 
 
 class MalformedBody(ValueError):

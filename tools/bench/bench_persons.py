@@ -1,11 +1,11 @@
 """Persons: HogQL keyset pages against the REST list, under PostHog's latency and rate limits (issue #13).
 
-    .venv/bin/python -m integration_tests.bench_persons [--persons 1000000] [--modes hogql,rest]
+    .venv/bin/python -m tools.bench.bench_persons [--persons 1000000] [--modes hogql,rest]
 
 The emulator runs in its own process with 1,000,000 persons (20 of them with 1,000 to 20,000
 distinct ids), its query cost model on (0.1 s + 4 µs per scanned row × the columns' share + 30 ns
 per returned byte; a persons page scans every person after its lower bound, a distinct-id request
-every distinct id of the project: integration_tests/emulator/README.md) and PostHog's rate limits
+every distinct id of the project: tools/emulator/README.md) and PostHog's rate limits
 on at their real values (analytics 240/min and 1200/h for the REST list, query 240/min and
 2400/h). `source-posthog read` of the persons stream runs with its real pacing:
 - hogql: the all-access key (`query:read`): keyset pages of 25,000 persons plus their distinct ids;
@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import orjson
 
-from integration_tests.connector import REPO, connector_command, write_catalog, write_config
-from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorProcess
+from tools.connector import REPO, connector_command, write_catalog, write_config
+from tools.emulator import KEYS, EmulatorConfig, EmulatorProcess
 
 BASE_TIME = datetime(2026, 11, 1, tzinfo=timezone.utc)
 KEY_OF_MODE = {"hogql": "all_access", "rest": "no_query"}

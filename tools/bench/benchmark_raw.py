@@ -9,7 +9,7 @@ is what any client must spend at the least, so the connector's CPU is measured a
 
 It imports nothing from `source_posthog` (that would load airbyte-cdk and count its import time).
 
-    python -m integration_tests.benchmark_raw --url http://127.0.0.1:PORT --api-key phx_... \
+    python -m tools.bench.benchmark_raw --url http://127.0.0.1:PORT --api-key phx_... \
         --project-id 2 --start 2026-10-01T00:00:00Z [--page-size 25000] [--lag-seconds 1]
 """
 

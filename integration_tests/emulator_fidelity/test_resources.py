@@ -1,7 +1,7 @@
 """The emulator's § 14 resources (groups_types, groups, dashboards, experiments, surveys) against
 docs/posthog-api.md: envelopes, orders, filters, hidden rows, scopes and ground truth.
 
-    python -m pytest integration_tests/test_emulator_resources.py -q
+    python -m pytest integration_tests/emulator_fidelity/test_resources.py -q
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from integration_tests.emulator import KEYS, EmulatorConfig, EmulatorServer
-from integration_tests.emulator.keys import READ_SCOPES, RESOURCE_SCOPES
+from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
+from tools.emulator.keys import READ_SCOPES, RESOURCE_SCOPES
 
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from integration_tests.connector import (
+from tools.connector import (
     ALL_STREAMS,
     REPO,
     expected_incremental_keys,
@@ -22,7 +22,7 @@ from integration_tests.connector import (
     write_config,
     write_state,
 )
-from integration_tests.emulator import EmulatorConfig, EmulatorServer
+from tools.emulator import EmulatorConfig, EmulatorServer
 
 OUTPUT = REPO / ".demo-output"
 DEMO_EVENTS = 20_000

@@ -1,4 +1,4 @@
-"""CLI: ``python -m integration_tests.emulator [options]``.
+"""CLI: ``python -m tools.emulator [options]``.
 
 Prints exactly one line ``READY http://127.0.0.1:PORT`` on stdout once it serves, then nothing
 else on stdout; stops on SIGTERM/SIGINT (removing its private working copy of the data).
@@ -27,7 +27,7 @@ def _float_or_none(text: str) -> float | None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m integration_tests.emulator", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.emulator", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = a free port")

@@ -1,6 +1,6 @@
 """`make bench`: source-posthog vs the official Airbyte connector vs a raw baseline, on the emulator.
 
-    .venv/bin/python -m integration_tests.benchmark [--events 100000,1000000] [--runs 3]
+    .venv/bin/python -m tools.bench.benchmark [--events 100000,1000000] [--runs 3]
         [--settings capped,uncapped] [--tools ours,official,raw] [--streams events,other]
         [--output BENCHMARKS.md]
     make bench                                   # the full benchmark (defaults above)
@@ -10,7 +10,7 @@ What it measures, for each events count N and each emulator setting:
 - tools: `ours` (this repo's `source-posthog`, the `events` stream and, separately, the ten other
   streams), `official` (`airbyte-source-posthog==1.1.28` from PyPI, installed here into
   `.bench/official-venv`; its `events` stream and, separately, its six other streams) and `raw`
-  (`integration_tests/benchmark_raw.py`: plain HTTP, the same HogQL keyset pages, orjson, RECORD lines);
+  (`tools/bench/benchmark_raw.py`: plain HTTP, the same HogQL keyset pages, orjson, RECORD lines);
 - settings: `capped` (the legacy `GET /events/` as PostHog has it today: 1000 rows a page, offset
   ≤ 50,000) and `uncapped` (no page cap, no offset limit: the official connector at its best);
 - per run: records delivered, records missing and duplicated versus the emulator's ground truth (uuid
@@ -48,9 +48,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import orjson
 
-from integration_tests.connector import ALL_STREAMS, REPO, connector_command, primary_key, write_catalog, write_config
-from integration_tests.emulator import EmulatorConfig, EmulatorProcess
-from test_support.keys import hashable
+from tools.connector import ALL_STREAMS, REPO, connector_command, primary_key, write_catalog, write_config
+from tools.emulator import EmulatorConfig, EmulatorProcess
+from tools.connector import hashable
 
 BENCH = REPO / ".bench"
 OFFICIAL_PACKAGE = "airbyte-source-posthog"
@@ -387,7 +387,7 @@ def build_jobs(tools: Sequence[str], streams: Sequence[str], emu: EmulatorProces
                 command = [str(official), "read", "--config", str(official_config), "--catalog", str(catalog)]
                 jobs.append(Job("official", part, command, clean_env(), directory, official_key))
             elif tool == "raw" and part == "events":
-                command = [sys.executable, "-m", "integration_tests.benchmark_raw", "--url", emu.url, "--api-key", emu.api_key,
+                command = [sys.executable, "-m", "tools.bench.benchmark_raw", "--url", emu.url, "--api-key", emu.api_key,
                            "--project-id", str(emu.project_id), "--start", start_iso, "--page-size", str(PAGE_SIZE),
                            "--lag-seconds", str(INGESTION_LAG_SECONDS)]
                 jobs.append(Job("raw", "events", command, clean_env(PYTHONPATH=str(REPO)), REPO, primary_key))
@@ -633,7 +633,7 @@ def write_report(path: Path, args: argparse.Namespace, command: str, measurement
         old = path.read_text()
         if NOTES_BEGIN in old and NOTES_END in old:
             notes = old[old.index(NOTES_BEGIN):old.index(NOTES_END) + len(NOTES_END)]
-    full = "make bench   # = .venv/bin/python -m integration_tests.benchmark --events 100000,1000000 --runs 3 --settings capped,uncapped --tools ours,official,raw"
+    full = "make bench   # = .venv/bin/python -m tools.bench.benchmark --events 100000,1000000 --runs 3 --settings capped,uncapped --tools ours,official,raw"
     out = [
         "# Benchmarks: source-posthog vs the official Airbyte connector vs a raw baseline",
         "",
@@ -660,7 +660,7 @@ def write_report(path: Path, args: argparse.Namespace, command: str, measurement
         f"- **official**: `{OFFICIAL_PACKAGE}=={OFFICIAL_VERSION}` from PyPI in `.bench/official-venv` (declarative CDK source), "
         f"config `{{api_key, start_date: {START.strftime('%Y-%m-%dT%H:%M:%SZ')}, base_url}}`. It reads every project the key lists and "
         "pages `GET /events/` with offset and limit=10000 in 30-day slices. `events` alone, and separately its six other streams.",
-        "- **raw**: `integration_tests/benchmark_raw.py`: plain `http.client`, the same HogQL keyset page queries as ours "
+        "- **raw**: `tools/bench/benchmark_raw.py`: plain `http.client`, the same HogQL keyset page queries as ours "
         f"(LIMIT {PAGE_SIZE:,}), orjson, RECORD lines with `properties` parsed to an object: the client-side floor.",
         "- Per run: records delivered; missing and duplicated versus the emulator's ground truth (uuid sets for events, "
         "primary keys for the other streams, project 2); requests from the emulator's request log; wall seconds; CPU seconds = "
@@ -712,7 +712,7 @@ def write_report(path: Path, args: argparse.Namespace, command: str, measurement
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if argv is None:
         argv = sys.argv[1:] or shlex.split(os.environ.get("BENCH_ARGS", ""))
-    parser = argparse.ArgumentParser(prog="python -m integration_tests.benchmark", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--events", default="100000,1000000", help="comma-separated event counts (default 100000,1000000)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each tool, interleaved (default 3)")
     parser.add_argument("--settings", default="capped,uncapped", help="emulator settings: capped, uncapped")
@@ -736,7 +736,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    command = ".venv/bin/python -m integration_tests.benchmark" + (" " + shlex.join(args.argv) if args.argv else "")
+    command = ".venv/bin/python -m tools.bench.benchmark" + (" " + shlex.join(args.argv) if args.argv else "")
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
