@@ -12,6 +12,9 @@ TEST_REQUIREMENTS = [
     "pytest-timeout",
     "requests-mock",
     "freezegun",
+    # PostHog's own HogQL parser (the C++ one PostHog runs): the emulator parses every query with it,
+    # and unit_tests/test_hogql_parses.py checks every query shape the connector builds.
+    "hogql-parser==1.3.88",
     # PyAirbyte: integration_tests/test_pyairbyte.py reads through it into a DuckDB cache.
     # It requires airbyte-cdk>=7.28.3,<8, so it shares this venv with the connector.
     "airbyte==0.71.3",
