@@ -24,8 +24,10 @@ RUN printf '#!/usr/bin/env bash\nset -e\n\n%s "$@"\n' "${CONNECTOR_NAME}" > /ent
     && chmod 755 /entrypoint.sh
 
 LABEL io.airbyte.name=airbyte/source-posthog
-LABEL io.airbyte.version=0.1.0
+LABEL io.airbyte.version=0.3.0
 
 USER airbyte
+# One malloc arena: page buffers freed on one thread are reused by the next (source_posthog/process.py).
+ENV MALLOC_ARENA_MAX=1
 ENV AIRBYTE_ENTRYPOINT="/entrypoint.sh"
 ENTRYPOINT ["/entrypoint.sh"]

@@ -22,7 +22,7 @@ TEST_REQUIREMENTS = [
 
 setup(
     name="source-posthog",
-    version="0.1.0",
+    version="0.3.0",
     description="Airbyte source connector for PostHog: all eleven streams, lossless HogQL events export.",
     author="source-posthog maintainers",
     license="MIT",

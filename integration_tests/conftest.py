@@ -19,7 +19,6 @@ exit codes and output of bad input, debug mode, and pacing in real time.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -43,7 +42,7 @@ from tools.connector import (
 )
 from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
 from tools.emulator import ratelimit as emulator_ratelimit
-from source_posthog import settings
+from source_posthog import seams
 from source_posthog.source import SourcePosthog
 from tools.connector import hashable
 from unit_tests.support.secrets import known_secrets, leaked
@@ -53,9 +52,9 @@ BASE_TIME = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0
 ANCHOR_DATE = (BASE_TIME - timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%SZ")  # events span 30 days
 INGESTION_LAG_SECONDS = 1
 SUBPROCESS_ENV = {
-    "SOURCE_POSTHOG_INGESTION_LAG_SECONDS": str(INGESTION_LAG_SECONDS),
+    seams.INGESTION_LAG_ENV: str(INGESTION_LAG_SECONDS),
     # Pacing windows shrunk 1000x: only the tests about pacing pace for real.
-    settings.RATE_LIMIT_SCALE_ENV: "1000",
+    seams.RATE_LIMIT_SCALE_ENV: "1000",
 }
 CDK_EXTRA_SECOND = 1  # the CDK sleeps backoff + 1 s ("to cover any fractions of second")
 
@@ -213,8 +212,8 @@ class InProcessConnector:
 
 @pytest.fixture
 def in_process(monkeypatch: pytest.MonkeyPatch) -> InProcessConnector:
-    monkeypatch.setattr(settings, "EVENTS_INGESTION_LAG", timedelta(seconds=INGESTION_LAG_SECONDS))
-    monkeypatch.setenv(settings.RATE_LIMIT_SCALE_ENV, SUBPROCESS_ENV[settings.RATE_LIMIT_SCALE_ENV])
+    monkeypatch.setenv(seams.INGESTION_LAG_ENV, str(INGESTION_LAG_SECONDS))
+    monkeypatch.setenv(seams.RATE_LIMIT_SCALE_ENV, SUBPROCESS_ENV[seams.RATE_LIMIT_SCALE_ENV])
     recorder = SleepRecorder(real_sleep=time.sleep)
     monkeypatch.setattr(f"{BACKOFF_MODULE}.time.sleep", recorder)
     yield InProcessConnector(recorder)

@@ -34,7 +34,7 @@ from integration_tests.conftest import (
 from tools.connector import ALL_STREAMS, run_sync
 from tools.emulator import PROJECT_ID, FaultConfig
 from tools.emulator.ratelimit import CLASS_LIMITS
-from source_posthog import settings
+from source_posthog import seams, settings
 
 RATE_SCALE = 60
 SLOW_SECONDS = 2.0  # past the 1 s read timeout
@@ -64,7 +64,7 @@ def test_given_posthog_limits_scaled_60x_when_a_sync_of_hundreds_of_requests_run
     files = workspace(emulator)
     config = files.config(anchor_date=anchor, events_page_size=1000)
 
-    result = run_sync(config, files.catalog(ALL_STREAMS), env={**SUBPROCESS_ENV, settings.RATE_LIMIT_SCALE_ENV: str(RATE_SCALE)})
+    result = run_sync(config, files.catalog(ALL_STREAMS), env={**SUBPROCESS_ENV, seams.RATE_LIMIT_SCALE_ENV: str(RATE_SCALE)})
 
     assert result.returncode == 0, error_messages(result)
     log = emulator.requests()

@@ -100,14 +100,16 @@ def test_given_three_projects_when_synced_fully_then_incrementally_then_with_a_p
     assert {(KOLKATA_PROJECT_ID, uuid) for uuid in new_kolkata} <= events
     assert len(events) <= len(changes["events"]["new"]) + len(changes["events"]["late"]) + len(new_kolkata), "an incremental sync re-read old events"
 
-    # Project 3 added, project 5 removed: 3 starts from anchor_date, 2 and 4 go on, 5's state is dropped.
+    # Project 3 added, project 5 removed: 3 starts from anchor_date, 2 and 4 go on, 5's state is kept
+    # unchanged for when it is read again (issue #18: a project absent from a sync keeps its state).
     changed = (PROJECT_ID, KOLKATA_PROJECT_ID, SECOND_PROJECT_ID)
     state = write_state(tmp_path, {**first.states, **second.states}, name="after_second.json", incremental_only=True)
     third = run_sync(config(tmp_path / "b", emulator, changed), catalog, state=state, env=ENV)
 
     assert third.returncode == 0, [e.get("message") for e in third.errors()]
-    assert set(third.states["events"]) == {str(project) for project in changed}
-    assert any("state written for project 5 is dropped" in line for line in third.logs)
+    assert set(third.states["events"]) == {str(project) for project in changed} | {"5"}
+    assert third.states["events"]["5"] == second.states["events"]["5"]
+    assert any("written for project 5, which this sync does not read" in line and "kept" in line for line in third.logs)
     third_keys = delivered([third])
     assert {key for key in third_keys["events"] if key[0] != SECOND_PROJECT_ID} == set(), "projects 2 and 4 had nothing new"
     everything = truth(emulator, changed)
@@ -132,8 +134,9 @@ def test_given_a_project_the_key_cannot_read_when_synced_then_the_others_sync_an
     assert delivered([result])["events"] == {key for key in truth(emulator, [PROJECT_ID])["events"]}
     assert set(result.states["events"]) == {str(PROJECT_ID)} and set(result.states["annotations"]) == {str(PROJECT_ID)}
     messages = [str(error.get("message")) for error in result.errors()]
-    assert any("project 4" in message.lower() for message in messages if "did not sync" not in message), messages
-    assert any("events (project 4)" in message and "annotations (project 4)" in message for message in messages), messages
+    assert any("403" in message and "access to project 4" in message for message in messages), messages
+    for stream in ("annotations", "events"):
+        assert any(f"Stream {stream} did not sync for 1 of 2 projects (project 4: " in message for message in messages), messages
 
 
 def test_given_kills_at_random_moments_of_a_three_project_sync_when_each_resumes_from_its_last_state_then_every_project_is_complete(

@@ -9,7 +9,7 @@ import pytest
 from airbyte_cdk.test.standard_tests import SourceTestSuiteBase
 
 from tools.emulator import EmulatorConfig, EmulatorServer
-from source_posthog import SourcePosthog, settings
+from source_posthog import SourcePosthog, seams
 
 REPO = Path(__file__).resolve().parent.parent
 EMULATOR_PORT = 18976  # the port integration_tests/standard/*.json name
@@ -19,7 +19,7 @@ EMULATOR_PORT = 18976  # the port integration_tests/standard/*.json name
 def emulator() -> Iterator[EmulatorServer]:
     # Pacing is the connector's (3 requests/s in production); the emulator does not need it.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(settings.RATE_LIMIT_SCALE_ENV, "100")
+        patch.setenv(seams.RATE_LIMIT_SCALE_ENV, "100")
         with EmulatorServer(EmulatorConfig(events=3_000, seed=3), port=EMULATOR_PORT) as server:
             yield server
 

@@ -52,8 +52,7 @@ def test_given_every_streams_last_state_passed_back_when_the_next_sync_runs_then
     catalog = write_catalog(tmp_path, ALL_STREAMS, incremental=True)
     first = run_sync(config, catalog, env=ENV)
     assert first.returncode == 0, first.stderr[-2000:]
-    sliced = ("property_definitions", "groups", "experiments")  # one state per slice (type, group type, archived pass)
-    assert all(first.states[stream] == {"__ab_full_refresh_sync_complete": True} for stream in FULL_REFRESH_STREAMS if stream not in sliced)
+    assert all(first.states[stream] == {"2": {"__ab_full_refresh_sync_complete": True}} for stream in FULL_REFRESH_STREAMS)
 
     changes = emulator.mutate(new_events=50, new_persons=9, new_annotations=2, updated_annotations=3, new_session_recordings=2, grow_ongoing_recordings=True,
                               new_sessions=3, grow_ongoing_sessions=True)
@@ -93,7 +92,8 @@ def test_given_a_state_written_for_another_project_when_read_then_this_projects_
     for stream in ("events", "cohorts", "annotations"):
         assert set(map(hashable, result.keys(stream))) == set(map(hashable, truth[stream])), f"{stream}: another project's state suppressed records"
     assert any("written for project 999" in line for line in logs(result))
-    assert result.states["events"]["project_id"] == emulator.project_id
+    assert result.states["events"]["2"]["project_id"] == emulator.project_id
+    assert result.states["events"]["999"] == foreign["events"], "project 999's state is kept for when it is read"
 
 
 @pytest.mark.parametrize(

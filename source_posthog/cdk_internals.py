@@ -20,6 +20,18 @@ command, goes through the CDK unchanged. What this leans on, each pinned by a co
    in 6 seconds." for every retry, a 5xx or a reset as much as a 429. Our backoff strategy logs
    the real cause and the real wait (`RETRY_EXTRA_SECONDS` included); `install_log_filters`
    drops the CDK's line, and strips stack traces from config errors (the message says the fix).
+6. How `Stream.read` checkpoints a stream whose `get_cursor()` is a `Cursor` and whose slices
+   are `StreamSlice`s (streams/base.py: one slice per project): it reads the slices in order and,
+   after each, emits the cursor's state if it changed (`CursorBasedCheckpointReader`), whether the
+   stream is incremental or not; and it passes on, unchanged, a STATE message that `read_records`
+   yields (the per-page checkpoint). `ProjectStatesCursor` is that cursor.
+7. `FULL_REFRESH_COMPLETE_STATE`: the state the CDK's resumable full refresh wrote when a read
+   completed (and `NO_CURSOR_STATE`, what it writes for a stream without state), read in states of
+   earlier releases.
+8. `AbstractSource.read` ends a sync in which a stream failed by raising one summary error typed
+   `config_error`, whatever the streams' own errors were (`source.py` re-types it).
+9. `AbstractSource.read` logs "Finished syncing <stream>" after every stream, and "Finished syncing
+   <source>" after the sync (`TruthfulLogs` drops the first kind).
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ import os
 import sys
 import tempfile
 from functools import lru_cache
-from typing import DefaultDict, Iterable, Iterator, List, Optional
+from typing import Any, DefaultDict, Iterable, Iterator, List, Optional
 
 import orjson
 from airbyte_cdk.entrypoint import AirbyteEntrypoint
@@ -38,20 +50,31 @@ from airbyte_cdk.logger import PRINT_BUFFER, is_platform_debug_log_enabled
 from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, FailureType, Type
 from airbyte_cdk.sources import Source
 from airbyte_cdk.sources.connector_state_manager import HashableStreamDescriptor
+from airbyte_cdk.sources.streams.checkpoint import Cursor
+from airbyte_cdk.sources.streams.checkpoint.checkpoint_reader import FULL_REFRESH_COMPLETE_STATE
+from airbyte_cdk.sources.types import Record, StreamSlice
 from airbyte_cdk.utils.constants import ENV_REQUEST_CACHE_PATH
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 FLUSH_BYTES = 1 << 20
+FULL_REFRESH_COMPLETE = dict(FULL_REFRESH_COMPLETE_STATE)  # (7)
+NO_CURSOR_STATE = {"__ab_no_cursor_state_message": True}  # (7) FullRefreshCheckpointReader's final state
+CDK_STREAM_FINISHED = "Finished syncing "  # (9) AbstractSource.read, after each stream and after the sync
+CDK_SUMMARY_PREFIX = "During the sync, the following streams did not sync successfully"  # (8)
 RETRY_MODULE = "airbyte_cdk.sources.streams.http.rate_limiting"
 RETRY_EXTRA_SECONDS = 1  # (5) rate_limiting.py: `sleep_time = retry_after + 1`
 CDK_RETRY_LINE = "UserDefinedBackoffException: Rate limit exceeded"
 
 
 class TruthfulLogs(logging.Filter):
-    """(5) No misleading CDK retry line; no stack trace beside a config error's message."""
+    """(5) No misleading CDK retry line; no stack trace beside a config error's message; (9) no
+    "Finished syncing <stream>" after each stream, which reads as if the sync had ended (each
+    stream's summary line says it, per project: streams/base.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "airbyte" and record.module == RETRY_MODULE.rsplit(".", 1)[1] and str(record.msg).startswith(CDK_RETRY_LINE):
+            return False
+        if record.module == "abstract_source" and str(record.msg).startswith(CDK_STREAM_FINISHED) and not str(record.msg).endswith("SourcePosthog"):
             return False
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, AirbyteTracedException) and error.failure_type == FailureType.config_error:
@@ -161,3 +184,31 @@ def write_lines(lines: Iterator[bytes]) -> None:
                 flush()  # every STATE leaves at once: it is the checkpoint a resume starts from
     finally:
         flush()
+
+
+class ProjectStatesCursor(Cursor):
+    """(6) The CDK's checkpoint reader reads a stream's state through this: the stream's own state,
+    every project's (`state.ProjectStates`). Records are not observed: each stream moves its own
+    state as it reads, and checkpoints after every page itself; so after a project the CDK emits
+    the state only if no STATE message has carried it yet (None: nothing to emit)."""
+
+    def __init__(self, states: "Any") -> None:
+        self.states = states
+
+    def set_initial_state(self, stream_state: Any) -> None:
+        pass  # the stream's `state` setter loads it (streams/base.py)
+
+    def observe(self, stream_slice: StreamSlice, record: Record) -> None:
+        pass
+
+    def close_slice(self, stream_slice: StreamSlice, *args: Any) -> None:
+        pass
+
+    def get_stream_state(self) -> Any:
+        return self.states.as_state() if self.states.unsent else None
+
+    def should_be_synced(self, record: Record) -> bool:
+        return True
+
+    def select_state(self, stream_slice: Optional[StreamSlice] = None) -> Optional[Any]:
+        return None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import html
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, replace
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import pendulum
@@ -62,8 +63,53 @@ class PostHogConfig:
         return f"{self.base_url}/api/projects/{self.project_id}/"
 
 
+# The official Airbyte connector's names for two of these fields (its spec: api_key, start_date,
+# base_url, events_time_step). A config carried over from it is honoured, never silently ignored.
+OFFICIAL_NAMES = {"start_date": "anchor_date", "base_url": "host"}
+OFFICIAL_IGNORED = {
+    "events_time_step": "this connector plans its event windows from the data itself ('events_page_size' sets the rows per query)",
+}
+
+
+def with_our_names(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The config with the official connector's `start_date` / `base_url` read as `anchor_date` /
+    `host`. Both names with different values is a config error naming both: which one wins would be
+    a guess, and a wrong guess reads the wrong history or the wrong host."""
+    ours = dict(config)
+    for official, field in OFFICIAL_NAMES.items():
+        value = config.get(official)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        mine = config.get(field)
+        if mine is None or (isinstance(mine, str) and not mine.strip()):
+            ours[field] = value
+        elif str(mine).strip() != str(value).strip():
+            raise ConfigError(
+                official,
+                f"is the official connector's name for '{field}', and the config sets both, to {value!r} and {mine!r}.",
+                f"Keep only '{field}' (this connector's name), with the value you mean.",
+            )
+    return ours
+
+
+def config_warnings(config: Mapping[str, Any], known: Iterable[str]) -> List[str]:
+    """One sentence per field this connector does not read (a field left over from an older
+    version, or from the official connector, must not break a connection: it is named, not refused)."""
+    known = set(known)
+    notes = []
+    for field in sorted(set(config) - known):
+        if field in OFFICIAL_NAMES:
+            notes.append(f"Config field '{field}' (the official connector's name) is read as '{OFFICIAL_NAMES[field]}'; rename it to '{OFFICIAL_NAMES[field]}'.")
+        elif field in OFFICIAL_IGNORED:
+            notes.append(f"Config field '{field}' is not used: {OFFICIAL_IGNORED[field]}. Remove it from the config.")
+        else:
+            notes.append(f"Config field '{field}' is not a field of this connector and is ignored. Known fields: {', '.join(sorted(known))}.")
+    return notes
+
+
 def parse_config(config: Mapping[str, Any], now: Optional[pendulum.DateTime] = None) -> PostHogConfig:
     now = now or pendulum.now("UTC")
+    config = with_our_names(config)
     return PostHogConfig(
         api_key=_api_key(config.get("api_key")),
         project_id=_project_id(config.get("project_id")),
@@ -288,7 +334,7 @@ def validate_against_spec(config: Mapping[str, Any], schema: Mapping[str, Any]) 
     import jsonschema
 
     validator = jsonschema.Draft7Validator(schema)
-    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.path))
+    errors = sorted(validator.iter_errors(with_our_names(config)), key=lambda e: list(e.path))
     if not errors:
         return
     error = errors[0]
@@ -304,7 +350,8 @@ def validate_against_spec(config: Mapping[str, Any], schema: Mapping[str, Any]) 
     example = spec.get("examples", [None])[0]
     fix = plain_text(spec.get("description", "")).split(". ")[0].strip().rstrip(".")
     if example is not None and not spec.get("airbyte_secret"):
-        fix = f"Expected: {fix}. Example: {example!r}." if fix else f"Example: {example!r}."
+        shown_example = json.dumps(example)  # as it is written in the JSON config: false, not False
+        fix = f"Expected: {fix}. Example: {shown_example}." if fix else f"Example: {shown_example}."
     elif fix:
         fix = f"Expected: {fix}."
     raise ConfigError(field, problem, fix)

@@ -16,12 +16,14 @@ adapts those decisions to the CDK's ErrorHandler and BackoffStrategy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
+import socket
 import threading
+import time
 import weakref
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -35,10 +37,13 @@ from airbyte_cdk.sources.streams.http.requests_native_auth import TokenAuthentic
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from source_posthog import settings
+from source_posthog import seams, settings
 from source_posthog.cdk_internals import RETRY_EXTRA_SECONDS
 from source_posthog.api import errors
 from source_posthog.api.errors import Outcome
+
+if TYPE_CHECKING:
+    from source_posthog.config import PostHogConfig
 
 logger = logging.getLogger("airbyte")
 
@@ -51,16 +56,91 @@ def endpoint_name(url: str) -> str:
     return urlsplit(url).path
 
 
-def rate_limit_scale() -> float:
-    try:
-        return max(float(os.environ.get(settings.RATE_LIMIT_SCALE_ENV, "1")), 1e-6)
-    except ValueError:
-        return 1.0
+WAIT_CAUSES = ("rate limit", "read budget", "concurrency", "server errors", "pacing")
+BYTES_READ_HEADER = "X-PostHog-Query-Bytes-Read"  # where PostHog reports what a query read (docs/posthog-api.md § 11.2)
+
+
+class Usage:
+    """What one stream's read of one project cost PostHog, and how long it waited on PostHog:
+    requests (every attempt), HogQL queries, bytes read where PostHog reports them, retries, and
+    seconds waited by cause (its rate limit, its read budget, its query concurrency limit, server
+    errors, and this connector's own pacing inside PostHog's limits). Lanes update it from their
+    threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.queries = 0
+        self.bytes_read = 0
+        self.retries = 0
+        self.waited: Dict[str, float] = {cause: 0.0 for cause in WAIT_CAUSES}
+
+    def request(self, response: requests.Response) -> None:
+        with self._lock:
+            self.requests += 1
+            request = response.request
+            if request is not None and request.method == "POST" and urlsplit(request.url or "").path.rstrip("/").endswith("/query"):
+                self.queries += 1
+            try:
+                self.bytes_read += int(response.headers.get(BYTES_READ_HEADER) or 0)
+            except ValueError:
+                pass
+
+    def failed_attempt(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def wait(self, cause: str, seconds: float, retry: bool = True) -> None:
+        with self._lock:
+            self.retries += int(retry)
+            self.waited[cause] += max(seconds, 0.0)
+
+    def add(self, other: "Usage") -> None:
+        with self._lock:
+            self.requests += other.requests
+            self.queries += other.queries
+            self.bytes_read += other.bytes_read
+            self.retries += other.retries
+            for cause, seconds in other.waited.items():
+                self.waited[cause] += seconds
+
+    def describe(self) -> str:
+        """`14 requests (7 HogQL queries, 38.5 MB read), 2 retries, waited 6 s on PostHog (rate limit 6 s)`"""
+        read = f", {self.bytes_read / 1e6:.1f} MB read" if self.bytes_read else ""
+        waited = sum(seconds for cause, seconds in self.waited.items() if cause != "pacing")
+        causes = ", ".join(f"{cause} {seconds:.1f} s" for cause, seconds in self.waited.items() if seconds and cause != "pacing")
+        pacing = self.waited["pacing"]
+        return (
+            f"{plural(self.requests, 'request')} ({plural(self.queries, 'HogQL query', 'HogQL queries')}{read}), {plural(self.retries, 'retry', 'retries')}, "
+            f"waited {waited:.1f} s on PostHog{f' ({causes})' if causes else ''}"
+            f"{f', {pacing:.1f} s pacing inside its limits' if pacing >= 0.05 else ''}"
+        )
+
+
+def plural(count: int, one: str, many: str = "") -> str:
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"
+
+
+_current_usage = threading.local()  # the Usage of the request this thread is sending (for the budget's waits)
+
+
+class PacedBudget(HttpAPIBudget):
+    """The CDK's HttpAPIBudget, with the time a request waited for budget added to its Usage."""
+
+    def acquire_call(self, request: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        started = time.monotonic()
+        try:
+            super().acquire_call(request, block=block, timeout=timeout)
+        finally:
+            usage = getattr(_current_usage, "usage", None)
+            waited = time.monotonic() - started
+            if usage is not None and waited > 0.001:
+                usage.wait("pacing", waited, retry=False)
 
 
 def build_api_budget(scale: Optional[float] = None) -> HttpAPIBudget:
     """One budget for the whole sync; a policy per endpoint class, each inside PostHog's limits."""
-    scale = scale or rate_limit_scale()
+    scale = scale or seams.rate_limit_scale()
     patterns = {
         "query": r"/api/(projects|environments)/[^/]+/query/?$",
         "analytics": rf"/api/(projects|environments)/[^/]+/({'|'.join(ANALYTICS_RESOURCES)})/?",
@@ -80,7 +160,7 @@ def build_api_budget(scale: Optional[float] = None) -> HttpAPIBudget:
         ]
         policies.append(MovingWindowCallRatePolicy(rates=rates, matchers=[HttpRequestRegexMatcher(url_path_pattern=pattern)]))
     # 429s are handled by the backoff strategy below; PostHog sends no X-RateLimit-* headers.
-    return HttpAPIBudget(policies=policies, status_codes_for_ratelimit_hit=[])
+    return PacedBudget(policies=policies, status_codes_for_ratelimit_hit=[])
 
 
 def request_kwargs(read_timeout_seconds: int) -> Dict[str, Any]:
@@ -90,6 +170,17 @@ def request_kwargs(read_timeout_seconds: int) -> Dict[str, Any]:
 
 def timeouts(read_timeout_seconds: int) -> Tuple[int, int]:
     return settings.CONNECT_TIMEOUT_SECONDS, read_timeout_seconds
+
+
+def is_name_resolution_failure(error: BaseException) -> bool:
+    """A host name DNS does not know (urllib3's NameResolutionError, or socket.gaierror, inside requests' ConnectionError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
+            return True
+        error = getattr(error, "reason", None) or error.__cause__ or error.__context__ or (error.args[0] if error.args and isinstance(error.args[0], BaseException) else None)
+    return False
 
 
 def where(response_or_request: Any) -> str:
@@ -107,13 +198,6 @@ def is_query_timeout(response: requests.Response) -> bool:
     return errors.is_query_time_limit(response.status_code, response.content or b"")
 
 
-# Taken while a body is read off the socket and while a page is parsed, so that the two never
-# happen at once on two threads (the events lanes): a page's bytes and its parsed rows are each
-# ~40-70 MB, and together with the next page's bytes arriving they set the sync's peak memory.
-# Neither holder waits for anything else while it holds it.
-BODY_MEMORY = threading.Lock()
-
-
 class ResponseBodies:
     """The bodies of successful responses, read in one call inside the retry loop.
 
@@ -121,9 +205,14 @@ class ResponseBodies:
     from 10 KB chunks, which costs more CPU than parsing it. Reading here also makes a body cut
     short (the connection dropped mid-transfer) a retryable failure like a reset. Bodies are
     kept beside the response (weakly), not written into it, and handed over once (`take`).
+
+    `permit`: where several lanes read one stream's pages (streams/query_lanes.py), a body is read
+    off the socket only while the permit is free; the reader of a page holds it while the page is
+    decoded. A page's bytes and its rows are each ~40-70 MB, so this bounds what one read holds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, permit: Optional[threading.Lock] = None) -> None:
+        self._permit = permit
         self._bodies: "weakref.WeakKeyDictionary[requests.Response, bytes]" = weakref.WeakKeyDictionary()
         self._errors: "weakref.WeakKeyDictionary[requests.Response, str]" = weakref.WeakKeyDictionary()
 
@@ -132,7 +221,7 @@ class ResponseBodies:
         if response in self._bodies:
             return None
         try:
-            with BODY_MEMORY:
+            with self._permit or _NO_PERMIT:
                 self._bodies[response] = response.raw.read(decode_content=True) or b"" if response.raw is not None else response.content
         except (urllib3.exceptions.HTTPError, OSError) as error:
             self._errors[response] = type(error).__name__
@@ -152,6 +241,9 @@ class ResponseBodies:
             return None
 
 
+_NO_PERMIT = contextlib.nullcontext()
+
+
 class PostHogErrorHandler(ErrorHandler):
     """Adapts `errors.classify` to the CDK: retry, rate-limited, or refused with a message.
 
@@ -160,12 +252,16 @@ class PostHogErrorHandler(ErrorHandler):
     """
 
     def __init__(
-        self, stream_name: str, scope: str, project_id: int, host: str, bodies: Optional[ResponseBodies] = None, adapts_to_query_timeouts: bool = False
+        self, stream_name: str, scope: str, project_id: int, host: str, bodies: Optional[ResponseBodies] = None, adapts_to_query_timeouts: bool = False,
+        usage: Optional[Usage] = None,
+        project_field: str = "project_id",
     ):
+        self.usage = usage or Usage()
         self.adapts_to_query_timeouts = adapts_to_query_timeouts
         self.stream_name = stream_name
         self.scope = scope
         self.project_id = project_id
+        self.project_field = project_field  # the config field that named this project, for 403/404 messages
         self.host = host
         self.bodies = bodies or ResponseBodies()
 
@@ -179,7 +275,18 @@ class PostHogErrorHandler(ErrorHandler):
         return 6 * 3600
 
     def interpret_response(self, response: Optional[Union[requests.Response, Exception]]) -> ErrorResolution:
+        if isinstance(response, requests.Response):
+            self.usage.request(response)
+        else:
+            self.usage.failed_attempt()
         if isinstance(response, Exception):
+            if is_name_resolution_failure(response):
+                # Not retried: a host that does not resolve is a config to fix, and waiting 33 s to say so helps no one.
+                message = (
+                    f"The host {self.host} cannot be found (DNS: {type(response).__name__}). Check 'host': us.posthog.com for US Cloud, "
+                    f"eu.posthog.com for EU Cloud, or your self-hosted address."
+                )
+                raise ClientError(message=message, internal_message=message, failure_type=FailureType.config_error)
             if isinstance(response, requests.RequestException):
                 return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, f"{type(response).__name__} from PostHog")
             return ErrorResolution(ResponseAction.FAIL, FailureType.system_error, str(response))
@@ -207,7 +314,8 @@ class PostHogErrorHandler(ErrorHandler):
 
     def client_error_message(self, response: requests.Response, place: str) -> str:
         return errors.refusal_message(
-            response.status_code, error_detail(response), place, self.stream_name, self.scope, self.project_id, self.host, response.headers.get("Location", "?")
+            response.status_code, error_detail(response), place, self.stream_name, self.scope, self.project_id, self.host, response.headers.get("Location", "?"),
+            self.project_field,
         )
 
 
@@ -230,10 +338,15 @@ class PostHogBackoffStrategy(BackoffStrategy):
     schedule is exact whatever the mix.
     """
 
-    def __init__(self, stream_name: str, endpoint: str = "", bodies: Optional[ResponseBodies] = None):
+    def __init__(
+        self, stream_name: str, endpoint: str = "", bodies: Optional[ResponseBodies] = None, cancelled: Optional[threading.Event] = None,
+        usage: Optional[Usage] = None,
+    ):
+        self.usage = usage or Usage()
         self.stream_name = stream_name
         self.endpoint = endpoint  # named in messages when an exception carries no request
         self.bodies = bodies or ResponseBodies()
+        self.cancelled = cancelled
         # The CDK's attempt_count restarts at 1 for each new request, so these counters are the
         # current request's retries by class. (Not keyed by request: a truncated body raises
         # ChunkedEncodingError without one.)
@@ -242,6 +355,8 @@ class PostHogBackoffStrategy(BackoffStrategy):
     def backoff_time(
         self, response_or_exception: Optional[Union[requests.Response, requests.RequestException]], attempt_count: int
     ) -> Optional[float]:
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise Cancelled()  # the read that sent this has ended: no retry
         is_response = isinstance(response_or_exception, requests.Response)
         outcome = Outcome.RATE_LIMITED if is_response and response_or_exception.status_code == 429 else Outcome.RETRY
         if attempt_count <= 1:
@@ -253,7 +368,11 @@ class PostHogBackoffStrategy(BackoffStrategy):
         retry_after = errors.retry_after_seconds(response_or_exception.headers) if outcome is Outcome.RATE_LIMITED else None
         wait = errors.retry_wait(outcome, attempt, retry_after)
         if outcome is Outcome.RATE_LIMITED and errors.error_code(response_or_exception.content or b"") == errors.BUDGET_EXCEEDED_CODE:
-            return self._budget_wait(response_or_exception, retry_after)
+            budget_wait = self._budget_wait(response_or_exception, retry_after)
+            self.usage.wait("read budget", budget_wait + RETRY_EXTRA_SECONDS)
+            return budget_wait
+        cause = "server errors" if outcome is Outcome.RETRY else ("rate limit" if retry_after is not None else "concurrency")
+        self.usage.wait(cause, wait + RETRY_EXTRA_SECONDS)
         logger.info(
             f"Stream {self.stream_name}: {self._place(response_or_exception)} {self._cause(response_or_exception, retry_after)}; "
             f"retry {attempt} of {limit} in {wait + RETRY_EXTRA_SECONDS:g} s."
@@ -301,31 +420,96 @@ class PostHogBackoffStrategy(BackoffStrategy):
         return exhausted
 
 
+class Cancelled(Exception):
+    """The read a request belonged to has ended: its lane stops at the next attempt (streams/query_lanes.py)."""
+
+
 class PostHogClient:
-    """The HTTP policy outside a stream (check, a project's detail): the CDK's HttpClient with
-    the same budget, error handler and backoff as every stream."""
+    """The HTTP policy for one stream's requests to one project: the CDK's HttpClient with the
+    connection's budget, PostHog's error handler and backoff, and the key as a bearer token.
+
+    Built only by `Clients` (one factory, always given the budget). `cancelled`: set when the read
+    that owns this client has ended; a retry or a new attempt then stops with `Cancelled`."""
 
     def __init__(
-        self, name: str, scope: str, api_key: str, project_id: int, host: str, budget: Optional[APIBudget], read_timeout_seconds: int,
+        self,
+        stream: str,
+        scope: str,
+        api_key: str,
+        project_id: int,
+        host: str,
+        budget: APIBudget,
+        read_timeout_seconds: int,
         adapts_to_query_timeouts: bool = False,
+        permit: Optional[threading.Lock] = None,
+        cancelled: Optional[threading.Event] = None,
+        usage: Optional[Usage] = None,
+        project_field: str = "project_id",
     ):
-        bodies = ResponseBodies()
-        self.bodies = bodies
+        self.bodies = ResponseBodies(permit)
         self.read_timeout_seconds = read_timeout_seconds
+        self.cancelled = cancelled
+        self.usage = usage or Usage()
         self.http = HttpClient(
-            name=name,
+            name=stream,
             logger=logger,
-            error_handler=PostHogErrorHandler(name, scope, project_id, host, bodies, adapts_to_query_timeouts),
-            backoff_strategy=PostHogBackoffStrategy(name, bodies=bodies),
+            error_handler=PostHogErrorHandler(stream, scope, project_id, host, self.bodies, adapts_to_query_timeouts, self.usage, project_field),
+            backoff_strategy=PostHogBackoffStrategy(stream, bodies=self.bodies, cancelled=cancelled, usage=self.usage),
             api_budget=budget,
             authenticator=TokenAuthenticator(api_key),
         )
 
-    def get(self, url: str) -> Tuple[requests.Response, bytes]:
-        return self.send("GET", url)
+    def get(self, url: str, params: Optional[Mapping[str, Any]] = None) -> Tuple[requests.Response, bytes]:
+        return self.send("GET", url, params=params)
 
     def send(self, method: str, url: str, params: Optional[Mapping[str, Any]] = None, json: Optional[Mapping[str, Any]] = None) -> Tuple[requests.Response, bytes]:
-        _, response = self.http.send_request(
-            method, url, request_kwargs=request_kwargs(self.read_timeout_seconds), headers={}, params=dict(params or {}), json=json
-        )
+        """The response and its body (read once, inside the retry loop); raises ClientError,
+        RetriesExhausted or Cancelled."""
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise Cancelled()
+        _current_usage.usage = self.usage  # the budget's pacing wait is this request's
+        try:
+            _, response = self.http.send_request(
+                method, url, request_kwargs=request_kwargs(self.read_timeout_seconds), headers={}, params=dict(params or {}), json=json
+            )
+        finally:
+            _current_usage.usage = None
         return response, self.bodies.take(response)
+
+
+class Clients:
+    """The one place a `PostHogClient` is built. Every client shares the connection's budget:
+    PostHog's rate limits are per key, whatever the stream or project (docs/posthog-api.md § 5)."""
+
+    def __init__(self, config: "PostHogConfig", budget: APIBudget):
+        self.config = config
+        self.budget = budget
+
+    def client(
+        self,
+        stream: str,
+        scope: str,
+        project_id: int,
+        adapts_to_query_timeouts: bool = False,
+        permit: Optional[threading.Lock] = None,
+        cancelled: Optional[threading.Event] = None,
+        read_timeout_seconds: Optional[int] = None,
+        usage: Optional[Usage] = None,
+    ) -> PostHogClient:
+        config = self.config
+        field = "project_id" if project_id == config.project_id else "additional_project_ids" if project_id in config.additional_project_ids else "all_projects"
+        client = PostHogClient(
+            stream,
+            scope,
+            config.api_key,
+            project_id,
+            config.base_url,
+            self.budget,
+            read_timeout_seconds or config.request_timeout_seconds,
+            adapts_to_query_timeouts,
+            permit,
+            cancelled,
+            usage,
+            field,
+        )
+        return client

@@ -3,7 +3,6 @@
 Everything that is a tuning knob lives here, so stream code reads as behaviour, not numbers.
 """
 
-import os
 from datetime import timedelta
 
 DEFAULT_HOST = "us.posthog.com"
@@ -29,10 +28,9 @@ EVENTS_PAGE_SIZE_DEFAULT = 25_000
 EVENTS_PAGE_SIZE_MAX = 50_000
 EVENTS_PAGE_SIZE_MIN = 1_000
 # Events reach ClickHouse a little after PostHog stamps their `created_at`; never read the last
-# minutes, so the ingestion watermark never passes an event that is not yet visible.
-# Test seam: the bundled emulator has no ingestion delay, so its tests and the demo set
-# SOURCE_POSTHOG_INGESTION_LAG_SECONDS to a second or two instead of waiting two minutes.
-EVENTS_INGESTION_LAG = timedelta(seconds=float(os.environ.get("SOURCE_POSTHOG_INGESTION_LAG_SECONDS", "120")))
+# minutes, so the ingestion watermark never passes an event that is not yet visible
+# (emulator runs shorten it: seams.py).
+EVENTS_INGESTION_LAG = timedelta(seconds=120)
 # PostHog stamps `created_at` before the row reaches ClickHouse: seconds normally, 20+ minutes in
 # incidents, hours on some self-hosted instances (docs/posthog-api.md § 11.1). Events that become
 # queryable up to this long after their `created_at` are delivered (per-minute counts in state).
@@ -93,6 +91,3 @@ RATE_LIMITS = {
     "analytics": (240, 1200),
     "query": (240, 2400),
 }
-# Test seam: multiplies every pacing rate (and divides its window) for emulator runs with
-# scaled-down limits. 1 in production.
-RATE_LIMIT_SCALE_ENV = "SOURCE_POSTHOG_RATE_LIMIT_SCALE"

@@ -80,6 +80,7 @@ def sessions_incremental_problems(result: "SyncResult", changes: Mapping[str, An
     for session_id, final in block.get("final", {}).items():
         if session_id in records and records[session_id]["$end_timestamp"] != final["$end_timestamp"]:
             problems.append(f"sessions {session_id}: $end_timestamp {records[session_id]['$end_timestamp']}, final {final['$end_timestamp']}")
+    floor = floor.get("2", floor)  # the state of project 2 (the emulator's first project) in a per-project state
     floor_start = floor.get("$start_timestamp")
     early = [sid for sid, record in records.items() if floor_start and record["$start_timestamp"] < floor_start]
     if early:

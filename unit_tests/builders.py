@@ -298,7 +298,10 @@ def numbered(template: str, count: int, start: int = 1, id_format: Optional[str]
 
 
 def person_uuid(n: int) -> str:
-    return f"01903a5e-7c1d-7000-8000-{n:012x}"
+    """A person id whose ClickHouse order (second half first) is n's order, and whose text order is not."""
+    from unit_tests.support.clickhouse import scrambled_half
+
+    return f"{scrambled_half(n, 32):08x}-7c1d-7000-8000-{n:012x}"
 
 
 # -- the scope probes of check and discover (one cheap request per stream) ------------------------
@@ -377,24 +380,37 @@ def readable_everywhere(requests_mock: Any, base_url: str) -> None:
         requests_mock.register_uri(method, re.compile(re.escape(base_url) + "/api/"), json=EMPTY_EVERYTHING)
 
 
-def _persons_probe_body() -> Mapping[str, Any]:
+def stream_of(stream_class: Any, config: Optional[Mapping[str, Any]] = None) -> Any:
+    """A stream as a sync of `config` (default: the unit tests' config, project 2) builds it."""
     from source_posthog.config import parse_config
+    from source_posthog.http import Clients, build_api_budget
+    from source_posthog.streams.base import SyncContext
+
+    posthog = parse_config(dict(config) if config is not None else ConfigBuilder().build())
+    return stream_class(SyncContext(posthog, Clients(posthog, build_api_budget()), posthog.project_ids))
+
+
+def probe_body(stream_class: Any) -> Mapping[str, Any]:
+    """The JSON body of a stream's scope probe (it depends on the frozen clock only)."""
+    from source_posthog.streams.base import ProjectRead
+
+    stream = stream_of(stream_class)
+    return stream.probe_request(ProjectRead(stream, stream.config.project_id, incremental=False))[3]
+
+
+def _persons_probe_body() -> Mapping[str, Any]:
     from source_posthog.streams import Persons
 
-    return Persons(parse_config(ConfigBuilder().build()), None).probe_body()
+    return probe_body(Persons)
 
 
 def _events_probe_body() -> Mapping[str, Any]:
-    """The events probe's body (it depends on the frozen clock only)."""
-    from source_posthog.config import parse_config
     from source_posthog.streams import Events
 
-    return Events(parse_config(ConfigBuilder().build()), None).probe_body()
+    return probe_body(Events)
 
 
 def _sessions_probe_body() -> Mapping[str, Any]:
-    """The sessions probe's body (a one-row sessions query; it depends on the frozen clock only)."""
-    from source_posthog.config import parse_config
     from source_posthog.streams import Sessions
 
-    return Sessions(parse_config(ConfigBuilder().build()), None).probe_body()
+    return probe_body(Sessions)

@@ -26,7 +26,7 @@ from airbyte_cdk.test.mock_http import HttpMocker
 import freezegun
 from freezegun import freeze_time
 
-from source_posthog import settings
+from source_posthog import seams
 from unit_tests.support.cdk_seams import validate_all_matchers_called
 from unit_tests.support.sleeps import BACKOFF_MODULE, SleepRecorder
 from unit_tests.builders import NOW, ConfigBuilder
@@ -37,7 +37,7 @@ freezegun.configure(extend_ignore_list=["_pytest", "pytest_timeout"])  # keep py
 
 @pytest.fixture(autouse=True)
 def _fast_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(settings.RATE_LIMIT_SCALE_ENV, "1000")
+    monkeypatch.setenv(seams.RATE_LIMIT_SCALE_ENV, "1000")
 
 
 @pytest.fixture(autouse=True)

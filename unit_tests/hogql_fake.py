@@ -26,6 +26,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from unit_tests.builders import PROJECT_URL, load_template
+from unit_tests.support.clickhouse import scrambled_half, uuid_order
+from unit_tests.support.hogql_parser import parse_error
 
 QUERY_URL = f"{PROJECT_URL}/query/"
 SERVER_LIMIT_CAP = 50_000
@@ -54,8 +56,9 @@ def utc(text: str) -> datetime:
 
 
 def event_uuid(n: int) -> str:
-    """Deterministic, distinct, valid UUIDs whose string order is n's order."""
-    return str(uuid_module.UUID(int=(0x0190F6A2_0000_7000_8000_000000000000 | n)))
+    """Deterministic, distinct, valid UUIDs whose ClickHouse order (second half first) is n's
+    order, and whose text order is not."""
+    return str(uuid_module.UUID(int=(0x0190F6A2_0000_7000_8000_000000000000 | (scrambled_half(n, 12) << 64) | n)))
 
 
 @dataclass
@@ -221,6 +224,9 @@ def compile_condition(text: str) -> Callable[[Event], bool]:
         raise HogQLRejected(f"unsupported condition {text!r}")
     column, op = match.group("column"), _OPS[match.group("op")]
     value = _literal(column, match.group("literal").strip())
+    if column == "uuid":  # compared as ClickHouse compares UUIDs, not as text
+        key = uuid_order(value)
+        return lambda event: op(uuid_order(event.uuid), key)
     return lambda event: op(getattr(event, column), value)
 
 
@@ -235,6 +241,9 @@ class ParsedQuery:
 
 
 def parse_query(query: str) -> ParsedQuery:
+    error = parse_error(query)  # PostHog's own parser first, as PostHog does
+    if error:
+        raise HogQLRejected(f"PostHog's HogQL parser: {error}")
     if re.search(r"\bOFFSET\b", query, re.I):
         raise HogQLRejected("OFFSET is not allowed for personal API keys")
     minutes = _MINUTES_QUERY.match(query)
@@ -326,7 +335,7 @@ class FakeHogQL:
             return dict(TIMEOUT_504)
         matching = sorted(
             (event for event in self.events if event.visible(now) and parsed.predicate(event)),
-            key=lambda event: (event.timestamp, event.uuid),
+            key=lambda event: (event.timestamp, uuid_order(event.uuid)),
         )
         response = load_template("query_events")
         if parsed.hourly_counts or parsed.minute_counts:

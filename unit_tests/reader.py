@@ -43,13 +43,23 @@ def records(output: EntrypointOutput, project_id: int = 2) -> List[Dict[str, Any
     return [{key: value for key, value in record.items() if key != "project_id"} for record in data]
 
 
-def states(output: EntrypointOutput) -> List[Dict[str, Any]]:
-    """Every STATE the stream emitted, as plain dicts, in order."""
+def composite_states(output: EntrypointOutput) -> List[Dict[str, Any]]:
+    """Every STATE the stream emitted, as plain dicts, in order: `{"<project_id>": state}`."""
     return [_blob(message.state.stream.stream_state) for message in output.state_messages]
 
 
-def final_state(output: EntrypointOutput) -> Dict[str, Any]:
-    return _blob(output.most_recent_state.stream_state)
+def states(output: EntrypointOutput, project_id: int = 2) -> List[Dict[str, Any]]:
+    """One project's part of every STATE the stream emitted, in order. Each STATE is the stream's
+    whole state, every project's (`{"<project_id>": state}`): checked here."""
+    found = []
+    for state in composite_states(output):
+        assert set(state) and all(key.isdigit() for key in state), f"a STATE must be keyed by project id, got {sorted(state)}"
+        found.append(state[str(project_id)])
+    return found
+
+
+def final_state(output: EntrypointOutput, project_id: int = 2) -> Dict[str, Any]:
+    return states(output, project_id)[-1]
 
 
 def _blob(blob: Any) -> Dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List
@@ -158,8 +157,10 @@ def test_the_tests_cdk_seams_still_reach_what_they_check(config: Any) -> None:
     from source_posthog.http import build_api_budget
     from unit_tests.support.cdk_seams import budget_used_by, rates_of, validate_all_matchers_called
 
-    streams = SourcePosthog().streams(config)
-    assert budget_used_by(streams[0]) is streams[0].api_budget
+    from source_posthog.streams.base import ProjectRead
+
+    stream = SourcePosthog().streams(config)[0]
+    assert budget_used_by(ProjectRead(stream, 2, incremental=False).client) is stream.sync.clients.budget
     import requests
 
     policy = build_api_budget().get_matching_policy(requests.Request("GET", "https://us.posthog.com/api/projects/").prepare())
@@ -178,3 +179,140 @@ def test_the_cdk_retry_loop_still_sleeps_backoff_plus_one_and_logs_the_line_we_r
     assert f"retry_after + {cdk_internals.RETRY_EXTRA_SECONDS}" in source
     assert cdk_internals.CDK_RETRY_LINE in source
     assert rate_limiting.logger.name == "airbyte"
+
+
+# -- (6) how Stream.read checkpoints a stream read project by project ----------------------------------
+
+
+class _ProjectsStream:
+    """A minimal CDK stream read the way streams/base.py reads: one StreamSlice per project, state
+    through a ProjectStatesCursor, a STATE message of its own after each project's page."""
+
+    @staticmethod
+    def build(incremental: bool, checkpoint_itself: bool) -> Any:
+        from airbyte_cdk.sources.streams import CheckpointMixin, Stream
+        from airbyte_cdk.sources.types import StreamSlice
+
+        from source_posthog.cdk_internals import ProjectStatesCursor
+        from source_posthog.state import ProjectStates
+
+        class Projects(Stream, CheckpointMixin):
+            primary_key = "id"
+            cursor_field = "updated_at" if incremental else []
+
+            def __init__(self) -> None:
+                self.states = ProjectStates()
+                self._cursor = ProjectStatesCursor(self.states)
+
+            @property
+            def state(self) -> Any:
+                return self.states.as_state()
+
+            @state.setter
+            def state(self, value: Any) -> None:
+                pass
+
+            def get_cursor(self) -> Any:
+                return self._cursor
+
+            def get_json_schema(self) -> Any:
+                return {"type": "object", "properties": {}}
+
+            def stream_slices(self, **kwargs: Any) -> Any:
+                yield from (StreamSlice(partition={"project_id": project}, cursor_slice={}) for project in (2, 3))
+
+            def read_records(self, sync_mode: Any, cursor_field: Any = None, stream_slice: Any = None, stream_state: Any = None) -> Any:
+                project = stream_slice["project_id"]
+                yield AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream="projects", data={"id": project}, emitted_at=1))
+                self.states.set(project, {"done": True})
+                if checkpoint_itself:
+                    self.states.unsent = False
+                    yield AirbyteMessage(type=Type.STATE, state=AirbyteStateMessage(
+                        type=AirbyteStateType.STREAM,
+                        stream=AirbyteStreamState(stream_descriptor=StreamDescriptor(name="projects"), stream_state=AirbyteStateBlob({"mine": project})),
+                    ))
+
+        return Projects()
+
+
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "full-refresh"])
+@pytest.mark.parametrize("checkpoint_itself", [True, False], ids=["own-checkpoints", "cdk-checkpoints"])
+def test_stream_read_takes_the_slices_in_order_passes_our_state_messages_and_emits_the_cursors_state_only_when_unsent(incremental: bool, checkpoint_itself: bool) -> None:  # (6)
+    import logging
+
+    from airbyte_cdk.models import ConfiguredAirbyteStream, DestinationSyncMode
+    from airbyte_cdk.sources.connector_state_manager import ConnectorStateManager
+    from airbyte_cdk.sources.utils.slice_logger import DebugSliceLogger
+    from airbyte_cdk.sources.utils.schema_helpers import InternalConfig
+
+    stream = _ProjectsStream.build(incremental, checkpoint_itself)
+    configured = ConfiguredAirbyteStream(
+        stream=AirbyteStream(name="projects", json_schema={}, supported_sync_modes=[SyncMode.full_refresh, SyncMode.incremental]),
+        sync_mode=SyncMode.incremental if incremental else SyncMode.full_refresh,
+        destination_sync_mode=DestinationSyncMode.append,
+    )
+    manager = ConnectorStateManager(state=[])
+
+    out = list(stream.read(configured, logging.getLogger("test"), DebugSliceLogger(), {}, manager, InternalConfig()))
+
+    kinds = [(message.type, message.record.data if message.type == Type.RECORD else vars(message.state.stream.stream_state)) for message in out]
+    if checkpoint_itself:  # ours, unchanged, after each project; nothing more from the CDK
+        assert kinds == [(Type.RECORD, {"id": 2}), (Type.STATE, {"mine": 2}), (Type.RECORD, {"id": 3}), (Type.STATE, {"mine": 3})]
+    else:  # the cursor's state (every project's) after each project
+        assert kinds == [
+            (Type.RECORD, {"id": 2}), (Type.STATE, {"2": {"done": True}}),
+            (Type.RECORD, {"id": 3}), (Type.STATE, {"2": {"done": True}, "3": {"done": True}}),
+        ]
+
+
+def test_the_completed_and_no_cursor_states_are_what_the_cdk_writes() -> None:  # (7)
+    from airbyte_cdk.sources.streams.checkpoint import FullRefreshCheckpointReader
+
+    reader = FullRefreshCheckpointReader([{}])
+    while reader.next() is not None:
+        pass
+    assert reader.get_checkpoint() == cdk_internals.NO_CURSOR_STATE
+    assert cdk_internals.FULL_REFRESH_COMPLETE == {"__ab_full_refresh_sync_complete": True}
+
+
+def test_a_failed_sync_ends_with_one_summary_typed_config_error_whatever_failed() -> None:  # (8)
+    import logging
+
+    from airbyte_cdk.models import FailureType
+    from airbyte_cdk.sources import AbstractSource
+    from airbyte_cdk.sources.streams import Stream
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+    class Failing(Stream):
+        primary_key = None
+
+        def get_json_schema(self) -> Any:
+            return {}
+
+        def read_records(self, *args: Any, **kwargs: Any) -> Any:
+            raise AirbyteTracedException(message="PostHog is down", failure_type=FailureType.transient_error)
+            yield  # pragma: no cover
+
+    class Source(AbstractSource):
+        def check_connection(self, *args: Any) -> Any:
+            return True, None
+
+        def streams(self, config: Any) -> Any:
+            return [Failing()]
+
+    catalog = CatalogBuilder().with_stream("failing", SyncMode.full_refresh).build()
+    with pytest.raises(AirbyteTracedException) as raised:
+        list(Source().read(logging.getLogger("test"), {}, catalog, []))
+
+    assert raised.value.failure_type == FailureType.config_error
+    assert (raised.value.message or "").startswith(cdk_internals.CDK_SUMMARY_PREFIX)
+
+
+def test_the_cdk_logs_finished_syncing_after_each_stream_and_after_the_sync() -> None:  # (9)
+    import inspect
+
+    from airbyte_cdk.sources import abstract_source
+
+    source = inspect.getsource(abstract_source.AbstractSource.read)
+    assert f'logger.info(f"{cdk_internals.CDK_STREAM_FINISHED}{{configured_stream.stream.name}}")' in source
+    assert f'logger.info(f"{cdk_internals.CDK_STREAM_FINISHED}{{self.name}}")' in source

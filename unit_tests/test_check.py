@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, List
 
 import pytest
@@ -273,3 +274,50 @@ class TestScopes:
         output = run_check(ConfigBuilder().build())
 
         assert connection_status(output).status == Status.FAILED
+
+
+class TestWhatANewUserMet:
+    """Issue #21, item 8: messages that named the wrong field, or took 33 s to say the host is wrong."""
+
+    def test_given_a_host_that_dns_cannot_resolve_when_check_then_it_fails_at_once_naming_host(self, requests_mock: Any, sleeps: List[float]) -> None:
+        import urllib3
+
+        dns = urllib3.exceptions.NameResolutionError("posthog.invalid", None, OSError("Name or service not known"))  # type: ignore[arg-type]
+        requests_mock.get("https://posthog.invalid/api/projects/2/", exc=requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/api/projects/2/", dns)))
+
+        output = run_check({**ConfigBuilder().build(), "host": "posthog.invalid"})
+
+        status = connection_status(output)
+        assert status.status == Status.FAILED and "cannot be found" in status.message and "Check 'host'" in status.message
+        assert sleeps == [], "a name DNS does not know is not retried"
+
+    def test_given_an_additional_project_posthog_does_not_have_when_check_then_the_message_names_additional_project_ids(self, requests_mock: Any) -> None:
+        requests_mock.get("https://us.posthog.com/api/projects/2/", json={"id": 2})
+        requests_mock.get("https://us.posthog.com/api/projects/77/", status_code=404, json={"type": "invalid_request", "code": "not_found", "detail": "Not found.", "attr": None})
+
+        output = run_check({**ConfigBuilder().build(), "additional_project_ids": [77]})
+
+        message = connection_status(output).message
+        assert "Check 'additional_project_ids'" in message and "Check 'project_id'" not in message
+
+
+def test_given_a_boolean_field_of_the_wrong_type_then_the_example_is_written_as_json() -> None:
+    from source_posthog.config import ConfigError, validate_against_spec
+
+    spec = SourcePosthog().spec(logging.getLogger("airbyte")).connectionSpecification
+    with pytest.raises(ConfigError) as raised:
+        validate_against_spec({**ConfigBuilder().build(), "all_projects": "yes"}, spec)
+
+    assert "Example: false." in raised.value.message or "Example: true." in raised.value.message, raised.value.message
+
+
+def test_one_version_in_setup_the_image_the_metadata_and_the_changelog() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    setup = re.search(r'version="([^"]+)"', (root / "setup.py").read_text()).group(1)
+    image = re.search(r"io\.airbyte\.version=(\S+)", (root / "Dockerfile").read_text()).group(1)
+    metadata = re.search(r"dockerImageTag: (\S+)", (root / "metadata.yaml").read_text()).group(1)
+    changelog = re.search(r"^## (?:Unreleased \()?(\d+\.\d+\.\d+)", (root / "CHANGELOG.md").read_text(), re.M).group(1)
+    assert setup == image == metadata == changelog, (setup, image, metadata, changelog)

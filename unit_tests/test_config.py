@@ -10,7 +10,7 @@ import pytest
 from airbyte_cdk.models import FailureType
 
 from source_posthog import settings
-from source_posthog.config import ConfigError, parse_anchor_date, parse_config, parse_host, validate_against_spec
+from source_posthog.config import ConfigError, config_warnings, parse_anchor_date, parse_config, parse_host, validate_against_spec
 from source_posthog.source import SourcePosthog
 from unit_tests.builders import API_KEY, NOW, ConfigBuilder
 
@@ -210,3 +210,56 @@ class TestMessagesReadAsPlainText:
         message = raised.value.message
         assert f"'{field}'" in message
         assert not self.MESSY.search(message), message
+
+
+class TestFieldsOfOtherConnectors:
+    """Issue #21, item 2: a user coming from the official connector keeps `start_date` and
+    `base_url`. Ignoring them read a year instead of a day, from the wrong host."""
+
+    def test_given_the_official_start_date_when_parsed_then_it_is_the_anchor_date(self) -> None:
+        parsed = parse_config({"api_key": API_KEY, "project_id": 2, "start_date": "2025-05-30T00:00:00Z"}, now=pendulum.parse(NOW))
+
+        assert parsed.anchor_date == pendulum.datetime(2025, 5, 30, tz="UTC")
+
+    def test_given_the_official_base_url_when_parsed_then_requests_go_to_it(self) -> None:
+        parsed = parse_config({"api_key": API_KEY, "project_id": 2, "base_url": "https://posthog.example.com"}, now=pendulum.parse(NOW))
+
+        assert parsed.base_url == "https://posthog.example.com"
+
+    @pytest.mark.parametrize("official, ours, value, other", [("start_date", "anchor_date", "2025-05-30", "2025-01-01"), ("base_url", "host", "https://app.posthog.com", "eu.posthog.com")])
+    def test_given_both_names_with_different_values_then_a_config_error_names_both(self, official: str, ours: str, value: str, other: str) -> None:
+        with pytest.raises(ConfigError) as raised:
+            parse_config({"api_key": API_KEY, "project_id": 2, official: value, ours: other}, now=pendulum.parse(NOW))
+
+        assert raised.value.field == official and f"'{ours}'" in raised.value.message
+
+    def test_given_unknown_fields_then_each_is_named_in_a_warning(self) -> None:
+        notes = config_warnings({"api_key": API_KEY, "project_id": 2, "start_date": "2025-05-30", "events_time_step": 30, "colour": "blue"}, ["api_key", "project_id"])
+
+        assert len(notes) == 3
+        assert "'start_date'" in notes[2] and "'anchor_date'" in notes[2]
+        assert "'events_time_step' is not used" in notes[1]
+        assert "'colour' is not a field of this connector" in notes[0]
+
+
+def test_given_a_config_with_an_unknown_field_when_check_then_it_succeeds_and_warns_naming_it(config: Dict[str, Any], requests_mock: Any) -> None:
+    from unit_tests.builders import readable_everywhere
+    from unit_tests.reader import run_check, connection_status
+
+    readable_everywhere(requests_mock, "https://us.posthog.com")
+
+    output = run_check({**config, "start_date": config.get("anchor_date") or "2025-01-01", "legacy_option": True})
+
+    assert connection_status(output).status.value == "SUCCEEDED"
+    warnings = [log.log.message for log in output.logs if log.log.level.value == "WARN"]
+    assert any("'legacy_option' is not a field of this connector" in line for line in warnings), warnings
+
+
+def test_given_a_config_with_an_unknown_field_when_read_then_the_warning_names_it(requests_mock: Any) -> None:
+    from unit_tests.reader import read_stream
+
+    requests_mock.get("https://us.posthog.com/api/projects/2/cohorts/", json={"count": 0, "next": None, "previous": None, "results": []})
+
+    output = read_stream("cohorts", config={**ConfigBuilder().build(), "events_time_step": 30})
+
+    assert any("'events_time_step' is not used" in log.log.message for log in output.logs if log.log.level.value == "WARN")

@@ -18,6 +18,7 @@ import pytest
 from source_posthog.api.events_plan import CountQuery, EventsPlan, MinuteCountQuery, EventsState, InvalidEventsState, Page, PageQuery, QueryTooSlow
 from source_posthog.api.hogql import KeysetPosition
 from unit_tests.hogql_fake import Event, event_uuid, parse_query, utc
+from unit_tests.support.clickhouse import uuid_order
 
 ANCHOR = utc("2025-05-01T00:00:00Z")
 UPPER = utc("2025-06-01T00:00:00Z")
@@ -27,7 +28,7 @@ LOOKBACK = timedelta(days=7)
 def matching(events: Sequence[Event], query: Any, now: datetime) -> List[Event]:
     """The visible events matching the query's WHERE (parsed by the strict fake), ordered."""
     parsed = parse_query(query.hogql())
-    return sorted((e for e in events if e.visible(now) and parsed.predicate(e)), key=lambda e: (e.timestamp, e.uuid))
+    return sorted((e for e in events if e.visible(now) and parsed.predicate(e)), key=lambda e: (e.timestamp, uuid_order(e.uuid)))
 
 
 def serve(events: Sequence[Event], query: PageQuery, now: datetime) -> List[Event]:

@@ -15,11 +15,12 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.sources.streams.call_rate import HttpAPIBudget, MovingWindowCallRatePolicy
 from airbyte_cdk.test.mock_http import HttpMocker
 
-from source_posthog import settings
+from source_posthog import seams, settings
 from source_posthog.http import PostHogBackoffStrategy, build_api_budget
 from source_posthog.source import SourcePosthog
+from source_posthog.streams.base import ProjectRead
 from unit_tests.support.cdk_seams import budget_used_by, rates_of
-from unit_tests.builders import API_KEY, PROJECT_URL, ConfigBuilder, PostHogRequest, PostHogResponse, numbered, person_uuid, record
+from unit_tests.builders import API_KEY, PROJECT_URL, ConfigBuilder, PostHogRequest, PostHogResponse, numbered, record
 from unit_tests.reader import config_errors, errors, everything_emitted, read_stream, records
 
 CDK_EXTRA_SECOND = 1
@@ -279,7 +280,8 @@ class TestRetryLogsTellTheTruth:
 
     @staticmethod
     def _retry_lines(output: Any) -> List[str]:
-        return [log.log.message for log in output.logs if "retry" in log.log.message.lower()]
+        # (not the read's summary line, `Stream cohorts, project 2: read …; 1 retry, …`)
+        return [log.log.message for log in output.logs if "retry" in log.log.message.lower() and ", project " not in log.log.message]
 
     def test_given_502_then_success_when_read_then_the_log_names_http_502_and_the_wait_slept(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
         http_mocker.get(LIST.build(), [PostHogResponse.raw("<html><title>502 Bad Gateway</title></html>", 502).build(), ok()])
@@ -340,11 +342,13 @@ class TestBackoffStrategy:
 
 class TestSharedBudget:
     def test_every_stream_shares_one_budget(self, config: Any) -> None:
-        streams = SourcePosthog().streams(config)
-        budgets = {id(budget_used_by(stream)) for stream in streams}
+        source = SourcePosthog()
+        streams = source.streams(config)
+        clients = [ProjectRead(stream, project, incremental=False).client for stream in streams for project in (2, 3)]
+        budgets = {id(budget_used_by(client)) for client in clients}
         assert len(streams) == 17 and len(budgets) == 1
-        assert all(budget_used_by(stream) is stream.api_budget for stream in streams)
-        assert isinstance(streams[0].api_budget, HttpAPIBudget)
+        assert isinstance(budget_used_by(clients[0]), HttpAPIBudget)
+        assert budget_used_by(source.clients(streams[0].config).client("check", "", 2)) is budget_used_by(clients[0])
 
     @pytest.mark.parametrize(
         "url, per_minute, per_hour",
@@ -363,7 +367,7 @@ class TestSharedBudget:
     def test_each_endpoint_class_is_paced_at_3_per_second_and_inside_posthogs_limits(
         self, monkeypatch: pytest.MonkeyPatch, url: str, per_minute: int, per_hour: int
     ) -> None:
-        monkeypatch.delenv(settings.RATE_LIMIT_SCALE_ENV)  # production scale
+        monkeypatch.delenv(seams.RATE_LIMIT_SCALE_ENV)  # production scale
         budget = build_api_budget()
 
         policy = budget.get_matching_policy(requests.Request("GET", url).prepare())
@@ -373,7 +377,7 @@ class TestSharedBudget:
         assert rates == [(1000, 3), (60_000, per_minute), (3_600_000, per_hour)]
 
     def test_given_scale_env_when_budget_is_built_then_windows_shrink_for_emulator_runs(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv(settings.RATE_LIMIT_SCALE_ENV, "10")
+        monkeypatch.setenv(seams.RATE_LIMIT_SCALE_ENV, "10")
         policy = build_api_budget().get_matching_policy(requests.Request("GET", f"{PROJECT_URL}/cohorts/").prepare())
         assert rates_of(policy) == [(100, 3), (6000, 480), (360_000, 4800)]
 
@@ -397,17 +401,38 @@ def test_given_a_page_being_parsed_when_another_lane_reads_a_body_then_it_waits_
 
     import urllib3
 
-    from source_posthog.http import BODY_MEMORY, ResponseBodies
+    from source_posthog.http import ResponseBodies
 
     response = requests.Response()
     response.raw = urllib3.HTTPResponse(body=io.BytesIO(b'{"results": []}'), preload_content=False)
-    bodies = ResponseBodies()
+    permit = threading.Lock()  # one read's lanes share it (streams/query_lanes.py)
+    bodies = ResponseBodies(permit)
     done = threading.Event()
     reader = threading.Thread(target=lambda: (bodies.read(response), done.set()))
 
-    with BODY_MEMORY:  # what Events does around decode_body
+    with permit:  # what Events does around decode_body
         reader.start()
         assert not done.wait(0.2), "the body was read while a page was being parsed"
     reader.join(5)
 
     assert done.is_set() and bodies.take(response) == b'{"results": []}'
+
+
+class TestHowAFailedSyncEnds:
+    """Issue #21, item 4: the sync's last error is typed by what failed. Airbyte retries a
+    transient failure later; a config error means the user must act."""
+
+    def test_given_5xx_after_every_retry_when_read_then_the_sync_ends_with_a_transient_error(self, http_mocker: HttpMocker, sleeps: List[float]) -> None:
+        http_mocker.get(LIST.build(), [PostHogResponse.raw("<html><title>502 Bad Gateway</title></html>", 502).build()] * 4)
+
+        output = read_stream("cohorts", expecting_exception=True)
+
+        types = [message.trace.error.failure_type for message in output.errors]
+        assert types and all(failure_type == FailureType.transient_error for failure_type in types), types
+
+    def test_given_a_refused_key_when_read_then_the_sync_ends_with_a_config_error(self, http_mocker: HttpMocker) -> None:
+        http_mocker.get(LIST.build(), PostHogResponse.error(401).build())
+
+        output = read_stream("cohorts", expecting_exception=True)
+
+        assert [message.trace.error.failure_type for message in output.errors][-1] == FailureType.config_error

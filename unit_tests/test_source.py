@@ -14,11 +14,8 @@ from airbyte_cdk.test.entrypoint_wrapper import read
 from airbyte_cdk.test.mock_http import HttpMocker
 from airbyte_cdk.test.state_builder import StateBuilder
 
-from source_posthog.http import build_api_budget
 from source_posthog.run import PostHogEntrypoint
 from source_posthog.source import SourcePosthog
-from source_posthog.streams import Events
-from source_posthog.config import parse_config
 from unit_tests.builders import ConfigBuilder, PostHogRequest, PostHogResponse, numbered
 from unit_tests.reader import config_errors, final_state, read_stream, records
 
@@ -60,18 +57,6 @@ def test_given_records_and_pages_when_read_through_the_command_then_each_state_c
             counts.append(since_last)
             since_last = 0
     assert counts[:2] == [3, 2] and sum(counts) == 5
-
-
-def test_given_events_slices_drawn_without_reading_pages_then_drawing_stops_with_an_error() -> None:
-    """The next page depends on the last row of this one: drawing ahead must not loop on one page."""
-    stream = Events(parse_config(ConfigBuilder().build()), build_api_budget())
-    slices = iter(stream.stream_slices(sync_mode=SyncMode.full_refresh))
-    from source_posthog.api.events_plan import CountQuery
-
-    first = next(slices)
-    assert isinstance(first["query"], CountQuery)  # the windows are planned from the data first
-    with pytest.raises(RuntimeError, match="before the previous page was read"):
-        next(slices)
 
 
 class TestIncomingState:
@@ -149,7 +134,7 @@ def test_given_the_command_starts_then_glibc_is_asked_for_one_malloc_arena_befor
     import source_posthog.run as run_module
 
     calls: List[str] = []
-    monkeypatch.setattr(run_module, "one_malloc_arena", lambda: calls.append("arena") or True)
+    monkeypatch.setattr(run_module, "one_malloc_arena", lambda: calls.append("arena") and None)
     monkeypatch.setattr(run_module, "launch", lambda entrypoint, args: calls.append(f"launch {args}"))
 
     run_module.run(["spec"])
@@ -157,7 +142,83 @@ def test_given_the_command_starts_then_glibc_is_asked_for_one_malloc_arena_befor
     assert calls == ["arena", "launch ['spec']"]
 
 
-def test_given_glibc_when_asking_for_one_malloc_arena_then_mallopt_accepts_it() -> None:
-    from source_posthog.run import one_malloc_arena
+def test_given_glibc_when_asking_for_one_malloc_arena_then_mallopt_accepts_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from source_posthog.process import ARENA_ENV, one_malloc_arena
 
-    assert one_malloc_arena() is True  # this machine's and the image's C library is glibc
+    monkeypatch.delenv(ARENA_ENV, raising=False)
+    assert one_malloc_arena() == "one malloc arena (mallopt; set MALLOC_ARENA_MAX to choose)"  # this machine's C library is glibc
+
+
+def test_given_the_operator_set_malloc_arena_max_then_it_is_left_as_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from source_posthog import process
+
+    monkeypatch.setenv(process.ARENA_ENV, "4")
+    monkeypatch.setattr(process.ctypes, "CDLL", lambda *args: pytest.fail("mallopt must not be called"))
+
+    assert process.one_malloc_arena() == "MALLOC_ARENA_MAX=4 from the environment"
+
+
+def test_the_image_sets_one_malloc_arena_in_its_environment() -> None:
+    from pathlib import Path
+
+    assert "ENV MALLOC_ARENA_MAX=1" in (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+
+
+class TestStateFileShapes:
+    """Issue #21, item 3: every shape a client may pass is read or refused, never ignored silently."""
+
+    STATE = {"updated_at": "2025-05-10T00:00:00.000000Z"}
+
+    def read_with(self, requests_mock: Any, tmp_path: Any, raw: Any) -> Any:
+        from unit_tests.builders import record
+
+        items = [record("annotations", id=1, updated_at="2025-05-01T00:00:00.000000Z"), record("annotations", id=2, updated_at="2025-05-20T00:00:00.000000Z")]
+        requests_mock.get("https://us.posthog.com/api/projects/2/annotations/", json={"count": 2, "next": None, "previous": None, "results": items})
+        path = tmp_path / "state.json"
+        path.write_text(json.dumps(raw))
+        states = SourcePosthog().read_state(str(path))
+        catalog = CatalogBuilder().with_stream("annotations", SyncMode.incremental).build()
+        return read(SourcePosthog(), ConfigBuilder().build(), catalog, states)
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            pytest.param([{"type": "LEGACY", "data": {"annotations": STATE}}], id="legacy-message"),
+            pytest.param({"annotations": STATE}, id="legacy-object"),
+            pytest.param([{"type": "GLOBAL", "global": {"shared_state": {}, "stream_states": [{"stream_descriptor": {"name": "annotations"}, "stream_state": STATE}]}}], id="global"),
+            pytest.param([{"type": "STREAM", "stream": {"stream_descriptor": {"name": "annotations"}, "stream_state": STATE}}], id="stream"),
+        ],
+    )
+    def test_given_any_protocol_shape_of_state_when_read_then_the_streams_state_is_used(self, requests_mock: Any, tmp_path: Any, raw: Any) -> None:
+        output = self.read_with(requests_mock, tmp_path, raw)
+
+        assert [r["id"] for r in records(output)] == [2], "only the annotation updated after the state's cursor"
+
+    @pytest.mark.parametrize("raw", [[], {}], ids=["empty-list", "empty-object"])
+    def test_given_an_empty_state_when_read_then_the_log_says_every_stream_starts_from_the_beginning(self, requests_mock: Any, tmp_path: Any, raw: Any) -> None:
+        output = self.read_with(requests_mock, tmp_path, raw)
+
+        assert [r["id"] for r in records(output)] == [1, 2]
+        assert any("no stream has a state, so every stream syncs from the start" in log.log.message for log in output.logs)
+
+    def test_given_a_state_for_a_stream_not_in_the_catalog_when_read_then_a_warning_says_it_is_not_used(self, requests_mock: Any, tmp_path: Any, caplog: Any) -> None:
+        raw = [{"type": "STREAM", "stream": {"stream_descriptor": {"name": "cohorts"}, "stream_state": {"next": "/api/projects/2/cohorts/?offset=1000"}}},
+               {"type": "STREAM", "stream": {"stream_descriptor": {"name": "nonsense"}, "stream_state": {}}}]
+
+        output = self.read_with(requests_mock, tmp_path, raw)
+
+        warnings = [log.log.message for log in output.logs if log.log.level.value == "WARN"]
+        assert any("stream 'cohorts', which this sync's catalog does not select" in line for line in warnings), warnings
+        read_state_logs = [record.getMessage() for record in caplog.records]  # read_state runs before read
+        assert any("stream 'nonsense', which this connector does not have" in line for line in read_state_logs), read_state_logs
+
+    def test_given_a_state_file_that_is_no_state_then_a_config_error_says_what_it_holds(self, tmp_path: Any) -> None:
+        from source_posthog.state import StateFileError
+
+        path = tmp_path / "state.json"
+        path.write_text(json.dumps([{"type": "NONSENSE"}]))
+
+        with pytest.raises(StateFileError) as raised:
+            SourcePosthog().read_state(str(path))
+
+        assert "entry 1 is not an Airbyte state message" in raised.value.message and "stream 'state file'" not in raised.value.message

@@ -15,7 +15,7 @@ Pure functions over bytes and dicts; a body that is not what PostHog sends raise
 from __future__ import annotations
 
 from typing import Any, Dict, Iterator, List, Mapping, Optional
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -67,13 +67,12 @@ def next_path(body: Mapping[str, Any]) -> Optional[str]:
     return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
-def next_offset(body: Mapping[str, Any], request_url: str) -> Optional[int]:
+def next_offset(body: Mapping[str, Any], offset: int) -> Optional[int]:
     """Session recordings: `offset += len(results)` while `has_next` (the opaque `after` cursor's
     shape varies by PostHog version; offset paging does not)."""
     if not body.get("has_next") or not body["results"]:
         return None
-    values = parse_qs(urlsplit(request_url).query).get("offset")
-    return (int(values[0]) if values else 0) + len(body["results"])
+    return offset + len(body["results"])
 
 
 def hogql_records(body: Dict[str, Any], required_columns: tuple = ()) -> Iterator[Dict[str, Any]]:

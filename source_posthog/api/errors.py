@@ -114,7 +114,9 @@ def error_detail(content: bytes, status: int) -> str:
     return str(detail) if detail else str(body)[:300]
 
 
-def refusal_message(status: int, detail: str, where: str, stream: str, scope: str, project_id: int, host: str, location: str = "?") -> str:
+def refusal_message(
+    status: int, detail: str, where: str, stream: str, scope: str, project_id: int, host: str, location: str = "?", project_field: str = "project_id"
+) -> str:
     """The sentence for a refused request: which key, scope, project or host to fix.
 
     Redirects are not followed (the key must reach the configured host only): a 3xx means the
@@ -131,11 +133,11 @@ def refusal_message(status: int, detail: str, where: str, stream: str, scope: st
         if "scope" in detail:
             fix = f"Give the personal API key the '{scope}' scope (or deselect the {stream} stream)."
         else:
-            fix = f"Give the personal API key access to project {project_id}, or set 'project_id' to a project the key can read."
+            fix = f"Give the personal API key access to project {project_id}, or set '{project_field}' to projects the key can read."
         return f"PostHog refused {stream} (403 on {where}: {detail}). {fix}"
     if status == 404:
         return (
-            f"PostHog has no project {project_id} on {host} (404 on {where}: {detail}). Check 'project_id' "
+            f"PostHog has no project {project_id} on {host} (404 on {where}: {detail}). Check '{project_field}' "
             f"(Project settings → Project ID) and 'host' (us.posthog.com for US Cloud, eu.posthog.com for EU Cloud)."
         )
     return f"PostHog refused the request for {stream} ({status} on {where}: {detail})."

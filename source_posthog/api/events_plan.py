@@ -365,6 +365,10 @@ class EventsPlan:
             return replace(self, state=replace(self.state, position=KeysetPosition(end)), counted=None)
         return replace(self, windows=windows, counted=None)
 
+    def main_rows_planned(self) -> int:
+        """The events the main pass's windows still to read hold, as counted (after a count)."""
+        return sum(window.rows or 0 for window in self.windows)
+
     def prefetchable(self) -> Optional[PageQuery]:
         """The first page of the window after the current one: it does not depend on the page
         being read now, so it may be asked for while the current one is being read."""

@@ -181,21 +181,44 @@ def session_id_literal(value: str) -> str:
     return quote_string(str(uuid.UUID(str(value))))
 
 
-def sessions_page_query(after: SessionPosition, before: Optional[datetime], limit: int) -> str:
+def _inserted_band(inserted_after: Optional[datetime], inserted_through: Optional[datetime]) -> list:
+    """`max_inserted_at` in (after, through]: not pushed into PostHog's scan (§ 20.2), so always
+    beside a `$start_timestamp` range."""
+    band = [f"max_inserted_at > {datetime_literal(inserted_after)}"] if inserted_after is not None else []
+    return band + ([f"max_inserted_at <= {datetime_literal(inserted_through)}"] if inserted_through is not None else [])
+
+
+def sessions_page_query(
+    after: SessionPosition, before: Optional[datetime], limit: int, inserted_after: Optional[datetime] = None, inserted_through: Optional[datetime] = None
+) -> str:
     """One keyset page of sessions with `$start_timestamp` in [after.start, before) (no upper
-    bound when `before` is None), ordered by
-    (`$start_timestamp`, `session_id`). The plain `>=` / `<` bounds on `$start_timestamp` are what
-    PostHog's SessionMinTimestampWhereClauseExtractor pushes into the raw sessions scan; the pair
-    predicate skips what the previous page delivered. Never OFFSET (§ 11.2)."""
+    bound when `before` is None) and `max_inserted_at` in (inserted_after, inserted_through],
+    ordered by (`$start_timestamp`, `session_id`). The plain `>=` / `<` bounds on `$start_timestamp`
+    are what PostHog's SessionMinTimestampWhereClauseExtractor pushes into the raw sessions scan;
+    the pair predicate skips what the previous page delivered. Never OFFSET (§ 11.2)."""
     start, session_id = quote_identifier("$start_timestamp"), quote_identifier("session_id")
     at = datetime_literal(after.start)
     conditions = [f"{start} >= {at}"] + ([f"{start} < {datetime_literal(before)}"] if before is not None else [])
+    conditions += _inserted_band(inserted_after, inserted_through)
     if after.session_id is not None:
         conditions.append(f"({start} > {at} OR ({start} = {at} AND {session_id} > {session_id_literal(after.session_id)}))")
     columns = ", ".join(quote_identifier(name) for name in SESSION_COLUMNS)
     return (
         f"SELECT {columns} FROM sessions WHERE {' AND '.join(conditions)} "
         f"ORDER BY {start} ASC, {session_id} ASC LIMIT {checked_limit(limit)}"
+    )
+
+
+def sessions_count_query(
+    start: datetime, end: datetime, inserted_after: Optional[datetime], inserted_through: Optional[datetime], limit: int = 50_000
+) -> str:
+    """Sessions per hour of `$start_timestamp` in [start, end), in the `max_inserted_at` band:
+    what the sessions plan packs its windows from (only the hours that hold any)."""
+    column = quote_identifier("$start_timestamp")
+    conditions = [f"{column} >= {datetime_literal(start)}", f"{column} < {datetime_literal(end)}"] + _inserted_band(inserted_after, inserted_through)
+    return (
+        f"SELECT toStartOfHour({column}) AS hour, count() AS sessions FROM sessions WHERE {' AND '.join(conditions)} "
+        f"GROUP BY hour ORDER BY hour ASC LIMIT {checked_limit(limit)}"
     )
 
 
@@ -215,6 +238,13 @@ def persons_page_query(after: Optional[str], limit: int, last_seen_at: bool = Tr
     columns = (*PERSON_COLUMNS, PERSON_LAST_SEEN_COLUMN) if last_seen_at else PERSON_COLUMNS
     where = f" WHERE id > {uuid_literal(after)}" if after is not None else ""
     return f"SELECT {', '.join(columns)} FROM persons{where} ORDER BY id ASC LIMIT {checked_limit(limit)}"
+
+
+def persons_count_query(after: Optional[str] = None) -> str:
+    """How many persons a read from `after` (None: the first page) will deliver: the estimate
+    the Airbyte UI shows (one cheap aggregate; the WHERE on `id` is pushed into raw_persons)."""
+    where = f" WHERE id > {uuid_literal(after)}" if after is not None else ""
+    return f"SELECT count() AS persons FROM persons{where}"
 
 
 def person_distinct_ids_query(

@@ -2,20 +2,17 @@
 
 groups_types is a bare JSON array, not paginated (docs/posthog-api.md § 14.1). groups has to be
 asked one group type at a time (`?group_type_index=N`, a 400 without it, § 14.2), so a sync
-reads groups_types first and makes one slice per type the project has.
+reads the project's group types first and makes one pass per type.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Mapping
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
-from source_posthog.http import PostHogClient, where
-from source_posthog.api import envelopes
-from source_posthog.api.envelopes import MalformedBody
-from source_posthog.streams.base import ListInPasses, NextUrlPagination, malformed_response
+from source_posthog.streams.base import PagedList, ProjectRead, malformed_response
 
 
-class GroupTypes(NextUrlPagination):
+class GroupTypes(PagedList):
     """`groups_types/`: every group type of the project at once, a bare JSON array (no pages).
     Nothing is soft-deleted: a deleted type is gone."""
 
@@ -25,18 +22,18 @@ class GroupTypes(NextUrlPagination):
     page_size = None  # not paginated: no `limit`
     bare_list = True
 
-    def probe_params(self) -> Mapping[str, Any]:
-        return {}
+    def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:
+        return "GET", part.url(f"{self.resource}/"), {}, None
 
 
-class Groups(ListInPasses):
-    """`groups/?group_type_index=N`: one slice per group type the project has (read from
-    `groups_types/` when the sync starts), each paged by the keyset cursor PostHog puts in
-    `next` (`{"next", "previous": null, "results"}`, a fixed 100 a page: no `limit`).
+class Groups(PagedList):
+    """`groups/?group_type_index=N`: one pass per group type the project has (read from
+    `groups_types/` when the project's read starts), each paged by the keyset cursor PostHog puts
+    in `next` (`{"next", "previous": null, "results"}`, a fixed 100 a page: no `limit`).
 
     Full refresh: the REST list has no updated filter or field (only `created_at`, and group
     properties change without moving it). HogQL's `groups.updated_at` is ClickHouse's
-    second-precision `_timestamp` (§ 14.6); an incremental mode over HogQL can come later.
+    second-precision `_timestamp` (§ 20.1): ties are the rule, so it cannot be a cursor alone.
     """
 
     resource = "groups"
@@ -44,18 +41,13 @@ class Groups(ListInPasses):
     primary_key = ["project_id", "group_type_index", "group_key"]  # a key is unique within its project and type only
     page_size = None  # PostHog fixes the page at 100 and has no `limit` parameter
 
-    def passes(self) -> Iterable[Mapping[str, Any]]:
-        return [{"group_type_index": index} for index in self.group_type_indexes()]
-
-    def group_type_indexes(self) -> List[int]:
-        config = self.config
-        client = PostHogClient(self.name, self.scope, config.api_key, config.project_id, config.base_url, self.api_budget, config.request_timeout_seconds)
-        response, body = client.get(f"{self.url_base}{GroupTypes.resource}/")
+    def passes(self, part: ProjectRead) -> Sequence[Mapping[str, Any]]:
+        body = part.get_body(part.url(f"{GroupTypes.resource}/"), bare_list=True)
         try:
-            types = envelopes.decode_body(body, bare_list=True)["results"]
-            return sorted({int(group_type["group_type_index"]) for group_type in types})
-        except (MalformedBody, KeyError, TypeError, ValueError) as error:
-            raise malformed_response(where(response), f"the group types cannot be read ({type(error).__name__}: {error})")
+            indexes = sorted({int(group_type["group_type_index"]) for group_type in body["results"]})
+        except (KeyError, TypeError, ValueError) as error:
+            raise malformed_response(f"GET /api/projects/{part.project_id}/{GroupTypes.resource}/", f"the group types cannot be read ({type(error).__name__}: {error})")
+        return [{"group_type_index": index} for index in indexes]
 
-    def probe_params(self) -> Mapping[str, Any]:
-        return {"group_type_index": 0}
+    def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:
+        return "GET", part.url(f"{self.resource}/"), {"group_type_index": 0}, None

@@ -7,36 +7,27 @@ PostHog's five group type indexes. Each record says which pass it came from.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-import requests
-
-from source_posthog.streams.base import ListInPasses, partition_of
+from source_posthog.streams.base import PagedList, ProjectRead
 
 GROUP_TYPE_INDEXES = range(5)  # PostHog allows at most five group types per project
+PASSES = (
+    *({"type": kind} for kind in ("event", "person", "session")),
+    *({"type": "group", "group_type_index": index} for index in GROUP_TYPE_INDEXES),
+)
 
 
-def property_passes() -> Iterable[Mapping[str, Any]]:
-    for kind in ("event", "person", "session"):
-        yield {"type": kind}
-    for index in GROUP_TYPE_INDEXES:
-        yield {"type": "group", "group_type_index": index}
-
-
-class PropertyDefinitions(ListInPasses):
+class PropertyDefinitions(PagedList):
     resource = "property_definitions"
     scope = "property_definition:read"
     primary_key = ["type", "id"]  # one row per pass; the same name exists as event and person property
 
-    def passes(self) -> Iterable[Mapping[str, Any]]:
-        return property_passes()
+    def passes(self, part: ProjectRead) -> Sequence[Mapping[str, Any]]:
+        return PASSES
 
-    def probe_params(self) -> Mapping[str, Any]:
-        return {"limit": 1, "type": "event"}
+    def records(self, body: Mapping[str, Any], one_pass: Mapping[str, Any]) -> Iterable[Dict[str, Any]]:
+        return ({**record, **one_pass} for record in body["results"])  # each record says which pass it came from
 
-    def parse_response(
-        self, response: requests.Response, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any
-    ) -> Iterable[Mapping[str, Any]]:
-        partition = partition_of(stream_slice)  # each record says which pass it came from
-        for record in super().parse_response(response, **kwargs):
-            yield {**record, **partition}
+    def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:
+        return "GET", part.url(f"{self.resource}/"), {"limit": 1, "type": "event"}, None

@@ -1,49 +1,46 @@
-"""The full-refresh streams: a few declarative lines each.
+"""The REST lists read in full: a few declarative lines each.
 
-Each is resumable full refresh: the CDK checkpoints the next page after every page, so a
-killed sync resumes from its last page.
+Each checkpoints the next page after every page, so a killed sync resumes from its last page.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, MutableMapping, Optional
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
-import requests
+from airbyte_cdk.models import AirbyteMessage
 
-from source_posthog.streams.base import ListInPasses, NextUrlPagination, PostHogStream, partition_of
+from source_posthog.cdk_internals import FULL_REFRESH_COMPLETE
+from source_posthog.streams.base import PagedList, PostHogStream, ProjectRead
 
 
-class Cohorts(NextUrlPagination):
+class Cohorts(PagedList):
     """`cohorts/`: no `updated_at` field or filter exists, so full refresh."""
 
     resource = "cohorts"
     scope = "cohort:read"
 
 
-class FeatureFlags(NextUrlPagination):
+class FeatureFlags(PagedList):
     """`feature_flags/`: excludes deleted flags; archived ones need `archived`, not sent."""
 
     resource = "feature_flags"
     scope = "feature_flag:read"
 
 
-class Insights(NextUrlPagination):
+class Insights(PagedList):
     """`insights/`: `basic=true` asks for the lighter serializer (no cached results)."""
 
     resource = "insights"
     scope = "insight:read"
 
-    def request_params(self, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> MutableMapping[str, Any]:
-        params = super().request_params(next_page_token=next_page_token, **kwargs)
-        if not next_page_token:
-            params["basic"] = "true"
-        return params
+    def pass_params(self, one_pass: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"basic": "true"}
 
-    def probe_params(self) -> Mapping[str, Any]:
-        return {"limit": 1, "basic": "true"}
+    def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:
+        return "GET", part.url(f"{self.resource}/"), {"limit": 1, "basic": "true"}, None
 
 
-class Actions(NextUrlPagination):
+class Actions(PagedList):
     """`actions/`: current PostHog returns every action in one `{"results": [...]}`; older
     servers paginate. No `next` means done, so both shapes read fully."""
 
@@ -51,12 +48,12 @@ class Actions(NextUrlPagination):
     scope = "action:read"
 
 
-class EventDefinitions(NextUrlPagination):
+class EventDefinitions(PagedList):
     resource = "event_definitions"
     scope = "event_definition:read"
 
 
-class Dashboards(NextUrlPagination):
+class Dashboards(PagedList):
     """`dashboards/`: PostHog leaves out deleted (and unlisted) dashboards. No `updated_at`
     field or filter exists, so full refresh."""
 
@@ -64,7 +61,7 @@ class Dashboards(NextUrlPagination):
     scope = "dashboard:read"
 
 
-class Experiments(ListInPasses):
+class Experiments(PagedList):
     """`experiments/`: two passes. The list hides archived experiments unless asked, and
     `archived=true` returns only the archived ones (docs/posthog-api.md § 14.4), so a sync reads
     `archived=false`, then `archived=true`. Each record already says which it is (`archived`);
@@ -73,22 +70,17 @@ class Experiments(ListInPasses):
     resource = "experiments"
     scope = "experiment:read"
 
-    def passes(self) -> Iterable[Mapping[str, Any]]:
-        return [{"archived": False}, {"archived": True}]
+    def passes(self, part: ProjectRead) -> Sequence[Mapping[str, Any]]:
+        return ({"archived": False}, {"archived": True})
 
-    def pass_params(self, partition: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {"archived": "true" if partition["archived"] else "false"}
+    def pass_params(self, one_pass: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"archived": "true" if one_pass["archived"] else "false"}
 
-    def parse_response(
-        self, response: requests.Response, stream_slice: Optional[Mapping[str, Any]] = None, **kwargs: Any
-    ) -> Iterable[Mapping[str, Any]]:
-        archived = bool(partition_of(stream_slice).get("archived"))
-        for record in super().parse_response(response, **kwargs):
-            if bool(record.get("archived")) == archived:
-                yield record
+    def records(self, body: Mapping[str, Any], one_pass: Mapping[str, Any]) -> Iterable[Dict[str, Any]]:
+        return (record for record in body["results"] if bool(record.get("archived")) == one_pass["archived"])
 
 
-class Surveys(NextUrlPagination):
+class Surveys(PagedList):
     """`surveys/`: archived surveys stay in the list; a deleted survey is gone (no soft delete).
     No `updated_at` field exists, so full refresh."""
 
@@ -97,30 +89,17 @@ class Surveys(NextUrlPagination):
 
 
 class Projects(PostHogStream):
-    """`/api/projects/{id}/`: the project being read, one record per configured project (with
-    `all_projects`, per listed project). The detail works for every key that can read the
+    """`/api/projects/{id}/`: the project being read, one record per project the sync reads
+    (with `all_projects`, every listed one). The detail works for every key that can read the
     project, also one scoped to projects (which cannot list them)."""
 
     scope = "project:read"
 
-    @property
-    def url_base(self) -> str:
-        return f"{self.config.api_url}projects/"
+    def read_project(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
+        yield part.record(part.get_body(part.project_url, required=None))
+        yield part.checkpoint(FULL_REFRESH_COMPLETE)
 
-    @property
-    def resource(self) -> str:  # type: ignore[override]
-        return str(self.config.project_id)
-
-    def request_params(self, **kwargs: Any) -> MutableMapping[str, Any]:
-        return {}
-
-    def missing_scope(self) -> Optional[str]:
+    def missing_scope(self) -> None:
         # The request `check` makes to prove the key and the project: a key that cannot read the
         # project fails check itself, naming project:read, so no probe is needed.
         return None
-
-    def next_page_token(self, response: requests.Response) -> Optional[Mapping[str, Any]]:
-        return None
-
-    def parse_response(self, response: requests.Response, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
-        yield self.decode(response, required=None)

@@ -13,84 +13,86 @@ The state keeps the ongoing ids and the ids seen inside the lookback to tell the
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional
+from typing import Any, Dict, Iterator, Mapping, MutableMapping, Optional, Tuple
 
 import pendulum
-from airbyte_cdk.models import SyncMode
+from airbyte_cdk.models import AirbyteMessage
 
 from source_posthog import settings
-from source_posthog.state import StateError, not_in_future, require_mapping, state_timestamp
-from source_posthog.streams.base import HasNextOffsetPagination, ValidatedState, malformed_response
+from source_posthog.api import envelopes
 from source_posthog.api.timestamps import parse_timestamp, utc_iso
+from source_posthog.state import StateError, not_in_future, require_mapping, state_timestamp
+from source_posthog.streams.base import IncrementalStream, ProjectRead, malformed_response
+
+CURSOR = "start_time"
 
 
-class SessionRecordings(ValidatedState, HasNextOffsetPagination):
+def date_param(value: pendulum.DateTime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SessionRecordings(IncrementalStream):
     resource = "session_recordings"
     scope = "session_recording:read"
-    cursor_field = "start_time"
+    cursor_field = CURSOR
     page_size = settings.RECORDINGS_PAGE_SIZE
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._date_from: pendulum.DateTime = self.config.anchor_date
-
-    def parse_state(self, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
-        cursor = not_in_future(self.name, "start_time", state_timestamp(value, "start_time", self.name))
+    def parse_state(self, project_id: int, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
+        cursor = not_in_future(self.name, CURSOR, state_timestamp(value, CURSOR, self.name))
         ongoing = require_mapping(value.get("ongoing") or {}, self.name)
         if not all(isinstance(started, str) for started in ongoing.values()):
             raise StateError(self.name, "'ongoing' must map recording ids to start times")
         recent = value.get("recent") or []
         if not isinstance(recent, list):
             raise StateError(self.name, f"'recent' must be a list of recording ids, got {type(recent).__name__}")
-        return {"start_time": utc_iso(cursor), "ongoing": dict(ongoing), "recent": list(recent), "project_id": self.config.project_id}
+        return {CURSOR: utc_iso(cursor), "ongoing": dict(ongoing), "recent": list(recent), "project_id": project_id}
 
-    def request_params(self, next_page_token: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> MutableMapping[str, Any]:
-        params = super().request_params(next_page_token=next_page_token, **kwargs)
-        params.update({"date_from": self._date_from.strftime("%Y-%m-%dT%H:%M:%SZ"), "order": "start_time", "order_direction": "ASC"})
-        return params
+    def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:
+        return "GET", part.url(f"{self.resource}/"), {"limit": 1, "date_from": date_param(pendulum.now("UTC").subtract(hours=1))}, None
 
-    def probe_params(self) -> Mapping[str, Any]:
-        return {"limit": 1, "date_from": pendulum.now("UTC").subtract(hours=1).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    def pages(self, part: ProjectRead, date_from: pendulum.DateTime) -> Iterator[Dict[str, Any]]:
+        """`{"results", "has_next"}` pages, oldest first, `offset += len(results)` while `has_next`
+        (the opaque `after` cursor's shape varies by PostHog version; offset paging does not)."""
+        params: Dict[str, Any] = {"limit": self.page_size, "date_from": date_param(date_from), "order": "start_time", "order_direction": "ASC"}
+        url = part.url(f"{self.resource}/")
+        while True:
+            body = part.get_body(url, params)
+            yield body
+            offset = envelopes.next_offset(body, params.get("offset", 0))
+            if offset is None:
+                return
+            params = {**params, "offset": offset}
 
-    def read_records(
-        self,
-        sync_mode: SyncMode,
-        cursor_field: Optional[List[str]] = None,
-        stream_slice: Optional[Mapping[str, Any]] = None,
-        stream_state: Optional[Mapping[str, Any]] = None,
-    ) -> Iterable[Mapping[str, Any]]:
-        incremental = sync_mode == SyncMode.incremental and bool(self._state)
-        cursor = parse_timestamp(self._state["start_time"]) if incremental else None
-        was_ongoing = self._state.get("ongoing", {}) if incremental else {}
-        seen_recently = set(self._state.get("recent", [])) if incremental else set()
-        self._date_from = self._read_from(cursor, was_ongoing)
+    def read_project(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
+        state = part.resume if part.incremental and part.resume else None
+        cursor = parse_timestamp(state[CURSOR]) if state else None
+        was_ongoing = state.get("ongoing", {}) if state else {}
+        seen_recently = set(state.get("recent", [])) if state else set()
         lookback_start = cursor - settings.RECORDINGS_LOOKBACK if cursor else None
 
         newest = cursor
         ongoing: Dict[str, str] = {}
         started_at: Dict[str, pendulum.DateTime] = {}
-        for record in super().read_records(sync_mode, cursor_field, stream_slice, stream_state):
-            recording_id, started = str(record.get("id")), _start_time(record, f"GET /api/projects/{self.config.project_id}/session_recordings/")
-            if (
-                cursor is None
-                or started > cursor
-                or recording_id in was_ongoing
-                or (started > lookback_start and recording_id not in seen_recently)
-            ):
-                yield record
-            started_at[recording_id] = started
-            newest = started if newest is None or started > newest else newest
-            if record.get("ongoing") and len(ongoing) < settings.RECORDINGS_MAX_TRACKED_ONGOING:
-                ongoing[recording_id] = utc_iso(started)
+        for body in self.pages(part, self._read_from(cursor, was_ongoing)):
+            for record in body["results"]:
+                recording_id, started = str(record.get("id")), _start_time(record, f"GET /api/projects/{part.project_id}/session_recordings/")
+                if (
+                    cursor is None
+                    or started > cursor
+                    or recording_id in was_ongoing
+                    or (started > lookback_start and recording_id not in seen_recently)
+                ):
+                    yield part.record(record)
+                started_at[recording_id] = started
+                newest = started if newest is None or started > newest else newest
+                if record.get("ongoing") and len(ongoing) < settings.RECORDINGS_MAX_TRACKED_ONGOING:
+                    ongoing[recording_id] = utc_iso(started)
         if newest is not None:
             horizon = newest - settings.RECORDINGS_LOOKBACK
             recent = sorted((r for r, s in started_at.items() if s > horizon), key=started_at.get)
-            self._state = {
-                "start_time": utc_iso(newest),
-                "ongoing": ongoing,
-                "recent": recent[-settings.RECORDINGS_MAX_TRACKED_RECENT:],
-                "project_id": self.config.project_id,
-            }
+            yield part.checkpoint(
+                {CURSOR: utc_iso(newest), "ongoing": ongoing, "recent": recent[-settings.RECORDINGS_MAX_TRACKED_RECENT:], "project_id": part.project_id}
+            )
 
     def _read_from(self, cursor: Optional[pendulum.DateTime], ongoing: Mapping[str, str]) -> pendulum.DateTime:
         if cursor is None:

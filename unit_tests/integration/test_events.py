@@ -20,6 +20,7 @@ from airbyte_cdk.models import FailureType, SyncMode, Type
 from source_posthog import settings
 from unit_tests.builders import API_KEY, NOW, PROJECT_ID, ConfigBuilder, load_template
 from unit_tests.hogql_fake import QUERY_URL, Event, FakeHogQL, make_events, utc
+from unit_tests.support.clickhouse import uuid_order
 from unit_tests.reader import config_errors, everything_emitted, final_state, read_stream, records, states
 
 PAGE = 1000  # the smallest events_page_size the spec allows
@@ -127,8 +128,12 @@ class TestEventsFullRefresh:
 
 class TestEventsKeysetPagination:
     def test_given_three_pages_of_events_sharing_one_timestamp_when_read_then_every_event_is_delivered_once(self, requests_mock: Any) -> None:
+        """The keyset inside a tie is on `uuid` alone, and the fake orders UUIDs as ClickHouse does
+        (second half first) while their text order differs (issue #17): a connector that compared
+        UUIDs itself would skip or repeat events at the page edges here."""
         tie = utc("2025-05-20T10:00:00.123456Z")
         tied = make_events(2500, tie, start=1000)  # 2.5 pages, all at one timestamp
+        assert sorted(e.uuid for e in tied) != [e.uuid for e in sorted(tied, key=lambda e: uuid_order(e.uuid))]
         around = make_events(5, tie - timedelta(seconds=1), start=0) + make_events(5, tie + timedelta(microseconds=1), start=9000)
         fake = FakeHogQL(tied + around).register(requests_mock)
 
@@ -442,7 +447,7 @@ class TestEventsReadBudget:
 
         assert Counter(uuids(records(output))) == Counter(event.uuid for event in data)
         assert sleeps[0] == 301
-        (line,) = [log.log.message for log in output.logs if "budget" in log.log.message]
+        (line,) = [log.log.message for log in output.logs if "budget" in log.log.message and ", project " not in log.log.message]
         assert "bytes read" in line and "waiting 301 s, until 2025-06-01 12:05:01 UTC" in line
         assert not output.errors
 
@@ -465,6 +470,9 @@ class TestEventsReadBudget:
         assert sleeps == []
         (error, *_) = [message.trace.error for message in output.errors]
         assert error.failure_type == FailureType.transient_error
+        # The sync's last word too (issue #21, item 4): the platform retries a transient failure later;
+        # the CDK's own summary would say config_error, "the user must fix the config".
+        assert [message.trace.error.failure_type for message in output.errors][-1] == FailureType.transient_error
         assert "run the sync again after 2025-06-01 12:40:01 UTC" in error.message and "api_queries_budget_exceeded" in error.message
         assert uuids(records(output)) == fake.pages[0] == [event.uuid for event in first_page][: len(fake.pages[0])]
         assert final_state(output)["timestamp"] > iso(ANCHOR)  # the first window's end: nothing before it is read again
@@ -507,3 +515,40 @@ class TestTwoInFlight:
         assert len(set(senders)) == 2, "the pages ahead come from one worker lane"
         assert fake.calls == len(states(output))  # nothing sent ahead was wasted; a STATE after each
         assert not output.errors
+
+
+class TestLanesEndWithTheRead:
+    """Issue #18: the lanes live exactly as long as one project's read (`with QueryLanes(...)`). A
+    read that fails while the page sent ahead is still out (PostHog slow, or a Retry-After of
+    minutes) ends at once: nothing waits for that lane, and the lane stops at its next attempt."""
+
+    def test_given_a_refused_page_while_the_next_window_is_still_out_when_read_then_the_read_ends_within_seconds(self, requests_mock: Any) -> None:
+        import threading
+
+        from freezegun.api import real_monotonic
+
+        data = spread(6000, ANCHOR, UPPER - timedelta(hours=1))
+        fake = FakeHogQL(data)
+        release = threading.Event()
+        pages_asked = []
+
+        def answer(request: Any, context: Any) -> Any:
+            if "ORDER BY timestamp ASC, uuid ASC" in request.json()["query"]["query"]:
+                pages_asked.append(threading.get_ident())
+                if len(pages_asked) == 1:  # the first page: refused
+                    context.status_code = 400
+                    return {"type": "validation_error", "code": "invalid_input", "detail": "refused for the test", "attr": None}
+                release.wait(60)  # the page sent ahead: still out
+            return fake(request, context)
+
+        requests_mock.post(QUERY_URL, json=answer)
+        started = real_monotonic()
+        try:
+            output = read_stream("events", SyncMode.incremental, {**config(), "events_queries_in_flight": 2}, expecting_exception=True)
+            took = real_monotonic() - started
+        finally:
+            release.set()
+
+        assert len(pages_asked) == 2, "a second page was sent ahead while the first was read"
+        assert "refused for the test" in output.errors[0].trace.error.message
+        assert took < 5, f"the failed read waited {took:.1f} s for the lane still out"

@@ -20,6 +20,8 @@ from airbyte_cdk.models import FailureType
 from source_posthog import settings
 from unit_tests.builders import API_KEY, BASE_URL, PROJECT_URL, PostHogResponse, load_template, person_uuid, record
 from unit_tests.reader import config_errors, errors, everything_emitted, final_state, read_stream, records, states
+from unit_tests.support.clickhouse import uuid_order
+from unit_tests.support.hogql_parser import parse_error
 
 QUERY_URL = f"{PROJECT_URL}/query/"
 PERSONS_URL = f"{PROJECT_URL}/persons/"
@@ -28,6 +30,7 @@ _UUID = r"toUUID\('(?P<{}>[0-9a-f-]{{36}})'\)"
 _PERSONS = re.compile(
     r"^SELECT (?P<columns>[a-z_, ]+) FROM persons(?: WHERE id > " + _UUID.format("after") + r")? ORDER BY id ASC LIMIT (?P<limit>\d+)$"
 )
+_PERSONS_COUNT = re.compile(r"SELECT count\(\) AS persons FROM persons(?: WHERE id > " + _UUID.format("after") + r")?")
 _DISTINCT_IDS = re.compile(
     r"^SELECT person_id, distinct_id FROM person_distinct_ids WHERE (?:person_id > " + _UUID.format("after") + r" AND )?"
     r"person_id <= " + _UUID.format("through")
@@ -51,7 +54,7 @@ def person(n: int, distinct_ids: int = 2, **fields: Any) -> Dict[str, Any]:
 def expected(people: List[Dict[str, Any]], last_seen_at: bool = True) -> List[Dict[str, Any]]:
     """What the stream emits: the REST list's fields, properties an object, distinct ids by distinct_id."""
     out = []
-    for p in sorted(people, key=lambda p: p["id"]):
+    for p in sorted(people, key=lambda p: uuid_order(p["id"])):  # the server's order: ClickHouse's
         item = {"id": p["id"], "uuid": p["id"], "distinct_ids": sorted(p["distinct_ids"]), "properties": p["properties"],
                 "is_identified": p["is_identified"], "created_at": p["created_at"]}
         if last_seen_at and p.get("last_seen_at"):
@@ -62,7 +65,7 @@ def expected(people: List[Dict[str, Any]], last_seen_at: bool = True) -> List[Di
 
 class FakePersonsQuery:
     def __init__(self, people: List[Dict[str, Any]], has_last_seen_at: bool = True) -> None:
-        self.people = sorted(people, key=lambda p: p["id"])
+        self.people = sorted(people, key=lambda p: uuid_order(p["id"]))  # ClickHouse's order of UUIDs
         self.has_last_seen_at = has_last_seen_at
         self.queries: List[str] = []
         self.rejected: List[str] = []
@@ -78,17 +81,25 @@ class FakePersonsQuery:
         self.queries.append(text)
         assert request.headers["Authorization"] == f"Bearer {API_KEY}"
         assert body["query"]["kind"] == "HogQLQuery" and body["refresh"] == "blocking" and body["name"].startswith("airbyte_source_posthog")
+        response = load_template("query_events")
+        error = parse_error(text)  # PostHog's own parser first
+        if error:
+            return self._reject(context, text, error)
+        if match := _PERSONS_COUNT.fullmatch(text):  # the estimate (faults are for the pages)
+            after = match["after"]
+            count = sum(1 for p in self.people if after is None or uuid_order(p["id"]) > uuid_order(after))
+            response.update(results=[[count]], columns=["persons"], types=[["persons", "UInt64"]], hasMore=False, query=text)
+            return response
         if self.faults:
             status, payload = self.faults.pop(0)
             context.status_code = status
             return payload
-        response = load_template("query_events")
         if match := _PERSONS.match(text):
             columns = [column.strip() for column in match["columns"].split(",")]
             if "last_seen_at" in columns and not self.has_last_seen_at:
                 return self._reject(context, text, "Unable to resolve field: last_seen_at")
             after, limit = match["after"], int(match["limit"])
-            page = [p for p in self.people if after is None or p["id"] > after][: min(limit, 50_000)]
+            page = [p for p in self.people if after is None or uuid_order(p["id"]) > uuid_order(after)][: min(limit, 50_000)]
             rows = [[json.dumps(p[c]) if c == "properties" else p[c] for c in columns] for p in page]
             types = {"id": "String", "created_at": "DateTime64(6, 'UTC')", "properties": "String", "is_identified": "Bool", "last_seen_at": "DateTime64(6, 'UTC')"}
             response.update(results=rows, columns=columns, types=[[c, types[c]] for c in columns], limit=limit, hasMore=False, query=text)
@@ -96,12 +107,14 @@ class FakePersonsQuery:
         if match := _DISTINCT_IDS.match(text):
             assert match["rp"] == match["rp2"]
             after, through, limit = match["after"], match["through"], int(match["limit"])
+            ch = uuid_order  # person_id is a UUID: ClickHouse's order
             pairs = sorted(
-                (p["id"], d) for p in self.people if (after is None or p["id"] > after) and p["id"] <= through for d in p["distinct_ids"]
+                ((p["id"], d) for p in self.people if (after is None or ch(p["id"]) > ch(after)) and ch(p["id"]) <= ch(through) for d in p["distinct_ids"]),
+                key=lambda pair: (ch(pair[0]), pair[1]),
             )
             if match["rp"]:
-                resume = (match["rp"], match["rd"].replace("\\'", "'").replace("\\\\", "\\"))
-                pairs = [pair for pair in pairs if pair > resume]
+                resume = (ch(match["rp"]), match["rd"].replace("\\'", "'").replace("\\\\", "\\"))
+                pairs = [pair for pair in pairs if (ch(pair[0]), pair[1]) > resume]
             response.update(results=[list(pair) for pair in pairs[:limit]], columns=["person_id", "distinct_id"],
                             types=[["person_id", "UUID"], ["distinct_id", "String"]], limit=limit, hasMore=False, query=text)
             return response
@@ -114,7 +127,11 @@ class FakePersonsQuery:
 
     @property
     def persons_queries(self) -> List[str]:
-        return [q for q in self.queries if " FROM persons" in q]
+        return [q for q in self.queries if " FROM persons" in q and "count()" not in q]
+
+    @property
+    def count_queries(self) -> List[str]:
+        return [q for q in self.queries if "count()" in q]
 
     @property
     def distinct_id_queries(self) -> List[str]:
@@ -164,6 +181,21 @@ class TestKeysetPages:
         assert fake.distinct_id_queries[0].startswith(f"SELECT person_id, distinct_id FROM person_distinct_ids WHERE person_id <= toUUID('{person_uuid(3)}')")
         assert f"WHERE person_id > toUUID('{person_uuid(3)}') AND person_id <= toUUID('{person_uuid(6)}')" in fake.distinct_id_queries[2]
         assert fake.rejected == [] and "OFFSET" not in " ".join(fake.queries).upper()
+
+    def test_given_ids_whose_text_order_is_not_clickhouses_when_read_then_the_keyset_compares_only_on_the_server(
+        self, requests_mock: Any, small_pages: None
+    ) -> None:
+        """Issue #17: ClickHouse orders UUIDs by their second half first. A connector that compared
+        ids itself (a max() of text, a sort) would skip or repeat persons at page edges here."""
+        people = [person(n) for n in range(1, 11)]
+        assert sorted(p["id"] for p in people) != [p["id"] for p in sorted(people, key=lambda p: uuid_order(p["id"]))]
+        FakePersonsQuery(people).register(requests_mock)
+        current_key(requests_mock, ["*"])
+
+        output = read_stream("persons")
+
+        assert [p["id"] for p in persons_of(output)] == [p["id"] for p in sorted(people, key=lambda p: uuid_order(p["id"]))]
+        assert [state.get("after") for state in states(output)][:-1] == [person_uuid(3), person_uuid(6), person_uuid(9)]
 
     def test_when_read_then_the_keyset_is_checkpointed_after_every_page(self, requests_mock: Any, small_pages: None) -> None:
         FakePersonsQuery([person(n) for n in range(1, 8)]).register(requests_mock)
@@ -334,7 +366,12 @@ class TestMalformed:
         self, requests_mock: Any, body: str, problem: str
     ) -> None:
         current_key(requests_mock, ["*"])
-        requests_mock.post(QUERY_URL, text=body, status_code=200)
+        count = FakePersonsQuery([])
+
+        def answer(request: Any, context: Any) -> str:  # the estimate's count is fine; the page is not
+            return json.dumps(count(request, context)) if "count()" in request.json()["query"]["query"] else body
+
+        requests_mock.post(QUERY_URL, text=answer, status_code=200)
 
         output = read_stream("persons", expecting_exception=True)
 
@@ -348,7 +385,7 @@ class TestMalformed:
         current_key(requests_mock, ["*"])
         fake = FakePersonsQuery([person(1)]).register(requests_mock)
         real = fake.__call__
-        requests_mock.post(QUERY_URL, [{"json": real}, {"json": {"results": [[person_uuid(1), 42]], "columns": ["person_id", "distinct_id"]}}])
+        requests_mock.post(QUERY_URL, [{"json": real}, {"json": real}, {"json": {"results": [[person_uuid(1), 42]], "columns": ["person_id", "distinct_id"]}}])
 
         output = read_stream("persons", expecting_exception=True)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 from airbyte_cdk.sources.streams.call_rate import APIBudget, MovingWindowCallRatePolicy
-from airbyte_cdk.sources.streams.http import HttpStream
 from airbyte_cdk.test.mock_http import HttpMocker
 
 
@@ -15,9 +14,9 @@ def validate_all_matchers_called(mocker: HttpMocker) -> None:
     mocker._validate_all_matchers_called()
 
 
-def budget_used_by(stream: HttpStream) -> APIBudget:
-    """The budget the stream's CDK HttpClient really paces with."""
-    return stream._http_client._api_budget
+def budget_used_by(client: Any) -> APIBudget:
+    """The budget a PostHogClient's CDK HttpClient really paces with."""
+    return client.http._api_budget
 
 
 def rates_of(policy: MovingWindowCallRatePolicy) -> List[Tuple[int, int]]:

@@ -1,5 +1,6 @@
-"""Several projects in one connection (source_posthog/projects.py): records, per-project state,
-stream statuses, and a project that cannot be read."""
+"""Several projects in one connection: each project is a partition of each stream
+(streams/base.py): records, the one state shape `{"<project_id>": state}`, stream statuses, and a
+project that cannot be read."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Dict, List
 from airbyte_cdk.models import AirbyteStreamStatus, SyncMode, TraceType
 
 from unit_tests.builders import ConfigBuilder, record
-from unit_tests.reader import read_stream, states
+from unit_tests.reader import composite_states, read_stream
 
 BASE = "https://us.posthog.com/api/projects"
 
@@ -36,7 +37,7 @@ def test_given_two_projects_when_read_incrementally_then_each_record_names_its_p
     output = read_stream("annotations", SyncMode.incremental, config=config(3))
 
     assert sorted((r.record.data["project_id"], r.record.data["id"]) for r in output.records) == [(2, 200), (3, 300), (3, 301)]
-    final = states(output)[-1]
+    final = composite_states(output)[-1]
     assert set(final) == {"2", "3"}
     assert final["2"]["updated_at"].startswith("2025-05-01") and final["3"]["updated_at"].startswith("2025-06-02")
     assert final["2"]["project_id"] == 2 and final["3"]["project_id"] == 3
@@ -52,7 +53,9 @@ def test_given_a_single_project_state_when_a_project_is_added_then_the_first_res
     assert sorted((r.record.data["project_id"], r.record.data["id"]) for r in output.records) == [(2, 201), (3, 300)]
 
 
-def test_given_a_state_of_a_project_no_longer_configured_then_it_is_dropped_saying_so(requests_mock: Any) -> None:
+def test_given_a_state_of_a_project_no_longer_read_then_it_is_kept_unchanged_saying_so(requests_mock: Any) -> None:
+    """Issue #18: a project missing from this sync (no longer configured, or absent from an
+    `all_projects` listing after a 403) keeps its state, so it resumes from it when read again."""
     annotations_of(requests_mock, 2, ["2025-05-01T00:00:00.000000Z"])
     annotations_of(requests_mock, 3, ["2025-05-01T00:00:00.000000Z"])
     state = {"2": {"updated_at": "2025-01-02T00:00:00.000000Z", "project_id": 2}, "3": {"updated_at": "2025-01-02T00:00:00.000000Z", "project_id": 3},
@@ -60,8 +63,9 @@ def test_given_a_state_of_a_project_no_longer_configured_then_it_is_dropped_sayi
 
     output = read_stream("annotations", SyncMode.incremental, config=config(3), state=state)
 
-    assert set(states(output)[-1]) == {"2", "3"}
-    assert any("state written for project 4 is dropped" in log.log.message for log in output.logs)
+    final = composite_states(output)[-1]
+    assert set(final) == {"2", "3", "4"} and final["4"] == state["4"]
+    assert any("written for project 4, which this sync does not read" in log.log.message and "kept" in log.log.message for log in output.logs)
 
 
 def test_given_the_official_connectors_per_project_events_state_when_read_then_each_named_project_resumes_from_its_timestamp(requests_mock: Any) -> None:
@@ -90,8 +94,8 @@ def test_given_a_project_the_key_cannot_read_when_read_then_the_others_sync_and_
     output = read_stream("annotations", SyncMode.incremental, config=config(3, 4), expecting_exception=True)
 
     assert sorted(r.record.data["project_id"] for r in output.records) == [2, 4]
-    assert set(states(output)[-1]) == {"2", "4"}
+    assert set(composite_states(output)[-1]) == {"2", "4"}
     messages = [error.trace.error.message for error in output.errors]
     assert any("project 3" in message for message in messages), messages
-    assert any("annotations (project 3)" in message for message in messages), messages
+    assert any("annotations did not sync for 1 of 3 projects" in message for message in messages), messages
     assert statuses(output)[-1] == AirbyteStreamStatus.INCOMPLETE and statuses(output).count(AirbyteStreamStatus.STARTED) == 1
