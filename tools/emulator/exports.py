@@ -23,6 +23,7 @@ every behaviour with its source.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -37,7 +38,7 @@ from typing import Any
 from . import endpoints as ep
 from . import export_files as xf
 from . import timeutil as tu
-from .data import uuid7_text
+from .data import _pid_alive, uuid7_text
 from .endpoints import ApiError, Ctx, Result
 from .object_store import ObjectStore
 
@@ -323,10 +324,6 @@ class Run:
     emulator_error: str | None = None
     queried_at: float | None = None
 
-    @property
-    def directory(self) -> str:
-        return self.id
-
     def shown_status(self) -> str:
         """retrieve(): a Completed run with records but no file downloads yet shows Running."""
         if self.status == "Completed" and not self.files and (self.records or 0) > 0:
@@ -346,6 +343,17 @@ class Run:
                 "planned": self.planned, "stuck": self.stuck, "emulator_error": self.emulator_error}
 
 
+def _remove_orphans(data_dir: Path) -> None:
+    """The file folders of emulators that died without closing (killed processes)."""
+    for folder in data_dir.glob("exports-*-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _iso_epoch(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -361,7 +369,8 @@ class ExportManager:
         self.runs: dict[str, Run] = {}
         self._outcomes: list[dict] = []
         self._closed = False
-        self.directory = Path(tempfile.mkdtemp(prefix="exports-", dir=str(store.data_dir)))
+        _remove_orphans(Path(store.data_dir))
+        self.directory = Path(tempfile.mkdtemp(prefix=f"exports-{os.getpid()}-", dir=str(store.data_dir)))
         self.object_store = ObjectStore(self.settings.object_store_host)
 
     def close(self) -> None:
@@ -418,9 +427,9 @@ class ExportManager:
 
     def _count_rows(self, ctx: Ctx) -> Result:
         """count_rows (hogql only): validated, then the closed beta's 403."""
-        body = ctx.body if isinstance(ctx.body, dict) else {}
-        if not isinstance(ctx.body, (dict, type(None))):
-            raise _invalid(None, f"Invalid data. Expected a dictionary, but got {type(ctx.body).__name__}.")
+        body = {} if ctx.body is None else ctx.body
+        if not isinstance(body, dict):
+            raise _invalid(None, f"Invalid data. Expected a dictionary, but got {type(body).__name__}.")
         if "model" not in body:
             raise _invalid("model", "This field is required.", "required")
         _choice(body["model"], ("hogql",), "model")
@@ -547,7 +556,7 @@ class ExportManager:
         if not self._wait(run, 2):
             return
         run.queried_at = time.time()
-        writer = xf.Writer(self.directory / run.directory, run.spec, f"batch-exports/{run.batch_export_id}/{run.id}/"
+        writer = xf.Writer(self.directory / run.id, run.spec, f"batch-exports/{run.batch_export_id}/{run.id}/"
                            f"{run.start.isoformat()}-{run.end.isoformat()}", run.start.isoformat(), run.end.isoformat())
         rows = 0
         if run.planned is None:
