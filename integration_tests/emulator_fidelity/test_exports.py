@@ -28,7 +28,7 @@ from tools.emulator import export_files as xf
 from tools.emulator import exports as ex
 from tools.emulator.data import uuid7_text
 from tools.emulator.exports import ExportSettings
-from integration_tests.emulator_fidelity.test_emulator import auth, hog, make_emu  # noqa: F401  (the fixture has one home)
+from integration_tests.emulator_fidelity.test_emulator import auth, hog, make_emu, ts  # noqa: F401  (the fixture has one home)
 
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 PATH = f"/api/projects/{PROJECT_ID}/file_download_batch_exports/"
@@ -116,10 +116,6 @@ def all_lines(e, run_id, files, compressed=False) -> list[dict]:
 
 def error(type_, code, detail, attr=None):
     return {"type": type_, "code": code, "detail": detail, "attr": attr}
-
-
-def storage(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def next_second() -> datetime:
@@ -253,7 +249,7 @@ def test_status_sequence_waits_past_the_interval_end(make_emu):
     assert t_done - end.timestamp() >= 60 * scale  # wait_for_delta_past_data_interval_end: 1 minute, scaled
     done = retrieve(e, run_id).json()
     assert set(done) == {"status", "files", "records_completed"} and len(done["files"]) == 1
-    lo, hi = storage(end - timedelta(hours=6)), storage(end)
+    lo, hi = ts(end - timedelta(hours=6)), ts(end)
     truth_rows = hog(e, f"SELECT uuid FROM events WHERE created_at >= '{lo}' AND created_at < '{hi}' LIMIT 50000").json()
     assert done["records_completed"] == len(truth_rows["results"]) > 0
 
@@ -535,7 +531,7 @@ def test_split_files_are_named_and_ordered_by_key(big):
         else:
             assert len(content) - len(lines[-1]) <= limit
     assert len(total) == done["records_completed"] == len({orjson.loads(x)["uuid"] for x in total})
-    lo, hi = storage(end - timedelta(days=7)), storage(end)
+    lo, hi = ts(end - timedelta(days=7)), ts(end)
     expected = hog(big, f"SELECT count() FROM events WHERE created_at >= '{lo}' AND created_at < '{hi}'").json()["results"][0][0]
     assert len(total) == expected
 

@@ -355,7 +355,7 @@ def _remove_orphans(data_dir: Path) -> None:
 
 
 def _iso_epoch(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return tu.iso_z(datetime.fromtimestamp(t, timezone.utc))
 
 
 class ExportManager:
