@@ -14,6 +14,7 @@ from typing import Sequence
 from . import conditions as cond
 from . import timeutil as tu
 from .config import EmulatorConfig
+from .exports import ExportSettings
 from .faults import FaultConfig
 from .server import EmulatorServer
 
@@ -63,6 +64,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--query-concurrency", type=int, default=cond.DEFAULT_CONCURRENCY)
     g.add_argument("--query-budget-bytes-per-hour", type=float, default=None, help="read budget refill; 0 = off")
     g.add_argument("--query-budget-capacity-bytes", type=float, default=None, help="default: 24 h of refill")
+    p.add_argument("--exports", default="", help='file-download exports, e.g. "time_scale=0.01,link_ttl_seconds=60" '
+                   "(README 'File-download exports')")
     p.add_argument("--no-key-introspection", dest="key_introspection", action="store_false",
                    help="404 on /api/personal_api_keys/@current/, as older PostHog versions")
     return p.parse_args(argv)
@@ -81,7 +84,8 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         query_seconds_per_row=a.query_seconds_per_row, query_seconds_per_byte=a.query_seconds_per_byte,
         query_max_execution_seconds=a.query_max_execution_seconds, query_concurrency_limit=a.query_concurrency_limit,
         query_concurrency=a.query_concurrency, query_budget_bytes_per_hour=a.query_budget_bytes_per_hour,
-        query_budget_capacity_bytes=a.query_budget_capacity_bytes, key_introspection=a.key_introspection)
+        query_budget_capacity_bytes=a.query_budget_capacity_bytes, key_introspection=a.key_introspection,
+        exports=ExportSettings.parse(a.exports))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

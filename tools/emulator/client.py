@@ -110,6 +110,50 @@ class ControlClient:
     def set_rate_limits(self, enabled: bool = True, scale: float | None = None) -> None:
         self._control("POST", "rate_limits", {"enabled": enabled, "scale": scale})
 
+    # -- file-download exports (exports.py; README "File-download exports") --------------------------
+
+    def exports(self) -> dict:
+        """Every export run with its stored and shown status, files, schedule; settings; planned outcomes."""
+        return self._control("GET", "exports")
+
+    def export_run(self, run_id: str) -> dict:
+        return self._control("GET", f"exports/{run_id}")
+
+    def advance_export(self, run_id: str, to: str | None = None, timeout: float = 30) -> dict:
+        """Skip the run's waits up to ``to`` (Running, Queried, Completed, Files; default: the next stage)."""
+        return self._control("POST", f"exports/{run_id}/advance", {"to": to, "timeout": timeout})
+
+    def set_export_status(self, run_id: str, status: str, **error: Any) -> dict:
+        """Force a status now (``error="..."`` overrides PostHog's text for it; Completed = advance to Files)."""
+        return self._control("POST", f"exports/{run_id}/status", {"status": status, **error})
+
+    def plan_export_outcomes(self, status: str, count: int = 1, at: str = "end", **error: Any) -> list:
+        """The next ``count`` runs end with ``status`` (Failed, FailedRetryable, FailedBilling, TimedOut,
+        Terminated, Cancelled); ``at="start"`` (Failed only): the POST answers 500 "failed to start"."""
+        return self._control("POST", "exports/outcomes", {"status": status, "count": count, "at": at, **error})["outcomes"]
+
+    def clear_export_outcomes(self) -> None:
+        self._control("DELETE", "exports/outcomes")
+
+    def expire_export_links(self, run_id: str | None = None) -> None:
+        """Every presigned link issued so far (for the run, or all) answers S3's "Request has expired"."""
+        self._control("POST", "exports/expire_links", {"run_id": run_id})
+
+    def expire_export_files(self, run_id: str) -> dict:
+        """The run's files pass their lifecycle expiry: download 400, objects gone (S3 403)."""
+        return self._control("POST", f"exports/{run_id}/expire_files", {})
+
+    def object_store_requests(self) -> list[dict]:
+        """Requests the object-store host received (headers masked), with status and S3 error code."""
+        return self._control("GET", "exports/object_store/requests")
+
+    def clear_object_store_requests(self) -> None:
+        self._control("DELETE", "exports/object_store/requests")
+
+    def export_settings(self, **changes: Any) -> dict:
+        """Read (no arguments) or change the ExportSettings at run time."""
+        return self._control("POST" if changes else "GET", "exports/settings", changes or None)
+
 
 class EmulatorProcess(ControlClient):
     """The emulator in a separate process (``python -m tools.emulator``), for benchmarks."""

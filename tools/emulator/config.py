@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import conditions as cond
 from . import timeutil as tu
+from .exports import ExportSettings
 from .faults import FaultConfig
 
 
@@ -45,6 +46,9 @@ class EmulatorConfig:
     query_concurrency: int = cond.DEFAULT_CONCURRENCY
     query_budget_bytes_per_hour: float | None = None  # read budget refill; 0/None = off (realistic 20 GB/h)
     query_budget_capacity_bytes: float | None = None  # None = 24 h of refill
+    # File-download batch exports (exports.py, README "File-download exports"): timeline scale, waits,
+    # link lifetime, per-team limit.
+    exports: ExportSettings = field(default_factory=ExportSettings)
 
     def __post_init__(self) -> None:
         if self.events < 0:
@@ -55,6 +59,8 @@ class EmulatorConfig:
             raise ValueError("rate_scale must be > 0")
         if self.faults is None:
             self.faults = FaultConfig()
+        if self.exports is None:
+            self.exports = ExportSettings()
         real = bool(self.realistic)
         if self.query_queue_timeout is None:
             self.query_queue_timeout = cond.REALISTIC_QUEUE_TIMEOUT if real else 1.0
@@ -131,6 +137,8 @@ class EmulatorConfig:
                 ("--query-concurrency", self.query_concurrency, cond.DEFAULT_CONCURRENCY)):
             if value != default:
                 args += [flag, repr(value)]
+        if self.exports.to_spec():
+            args += ["--exports", self.exports.to_spec()]
         if self.query_max_execution_seconds != cond.DEFAULT_MAX_EXECUTION_SECONDS:
             args += ["--query-max-execution-seconds", "none" if self.query_max_execution_seconds is None
                      else repr(float(self.query_max_execution_seconds))]

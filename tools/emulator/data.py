@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 import orjson
 
+from . import person_changes
 from . import timeutil as tu
 from .keys import PROJECT_ID, SECOND_PROJECT_ID
 from .resources import Resources
@@ -766,7 +767,8 @@ class Store:
                new_annotations: int = 0, updated_annotations: int = 0, new_session_recordings: int = 0,
                grow_ongoing_recordings: bool = False, new_persons: int = 0,
                visibility_delay_seconds: float | None = None, new_sessions: int = 0,
-               grow_ongoing_sessions: bool = False) -> dict:
+               grow_ongoing_sessions: bool = False, merge_persons: int | list = 0, delete_persons: int | list = 0,
+               update_persons: int | list = 0) -> dict:
         """Change the world between two syncs, in real time ("now").
 
         - new events: timestamps after the current max timestamp and ≤ now − 5 min, created_at = now;
@@ -782,7 +784,12 @@ class Store:
           timestamp: a session a settle-window reader cannot be asked to see again) and ``final``
           (id → ``$start_timestamp``, ``$end_timestamp``, ``events`` after the mutation);
         - ``visibility_delay_seconds``: the new and late events become queryable only at created_at + this
-          (default: the run-wide delay, see :meth:`visibility_clause`).
+          (default: the run-wide delay, see :meth:`visibility_clause`);
+        - persons (``person_changes.py``, PostHog's versions): ``merge_persons`` pairs merged (the second's
+          distinct ids move to the first, version + 1; the second deleted, version + 100), ``delete_persons``
+          deleted (person and distinct ids, version + 100), ``update_persons`` updated (version + 1); each a
+          count or explicit ids (``merge_persons=[[into, from]]``, ``delete_persons=[id]``, ``update_persons=[id]``);
+          ``result["persons"]`` lists them (``merged``, ``deleted``, ``updated``, ``moved_distinct_ids``, ...).
         """
         with self.write_lock:
             self._mutations += 1
@@ -800,6 +807,8 @@ class Store:
                     new_sessions, grow_ongoing_sessions, now_us, visibility_delay_seconds)
             if new_persons:
                 result["persons"]["new"] = self._add_persons(rng, new_persons, now_us)
+            if merge_persons or delete_persons or update_persons:
+                result["persons"].update(self._change_persons(merge_persons, delete_persons, update_persons, now_us))
             if new_events or late_events:
                 self._add_generated_events(rng, new_events, late_events, late_events_max_age_days, now_us, result,
                                            visibility_delay_seconds)
@@ -880,7 +889,9 @@ class Store:
     def _add_persons(self, rng: random.Random, n: int, now_us: int) -> list[str]:
         rows = _person_rows(rng, PROJECT_ID, n, self._next_person_pk, now_us, 0)
         created = tu.us_to_db(now_us)
-        rows = [(r[0], r[1], r[2], created, r[4], r[5], r[6], created) for r in rows]
+        # distinct ids are unique per project: the generator's "user_{i}" would repeat the first persons' ids
+        rows = [(r[0], r[1], r[2], created, r[4], r[5], orjson.dumps([d.replace("user_", f"user_m{r[2]}_", 1)
+                 if d.startswith("user_") else d for d in orjson.loads(r[6])]).decode(), created) for r in rows]
         self._next_person_pk += n
         w = self._writable()
         w.executemany("INSERT INTO persons VALUES (?,?,?,?,?,?,?,?)", rows)
@@ -889,6 +900,15 @@ class Store:
         w.commit()
         self._persons_cache = None
         return [r[1] for r in rows]
+
+    def _change_persons(self, merge: int | list, delete: int | list, update: int | list, now_us: int) -> dict:
+        """Merges, deletions and updates of project 2's persons (``person_changes.apply``)."""
+        rng = random.Random(f"{self.params.seed}/mutation/{self._mutations}/persons")
+        w = self._writable()
+        changes = person_changes.apply(w, rng, PROJECT_ID, tu.us_to_db(now_us), merge, delete, update)
+        w.commit()
+        self._persons_cache = None
+        return changes
 
     def _add_generated_events(self, rng, new_events, late_events, max_age_days, now_us, result, delay=None) -> None:
         with self.read() as conn:

@@ -27,6 +27,7 @@ ORGANIZATION_ID = "0190f3bf-5a4e-7000-8a1b-4c2d3e4f5a6b"
 READ_SCOPES = (
     "action:read",
     "annotation:read",
+    "batch_export:read",
     "cohort:read",
     "dashboard:read",
     "event_definition:read",
@@ -71,6 +72,10 @@ _ALL_KEYS = (
     ApiKey("no_persons", "phx_emu_no_persons_5e4d3c2b1a0f9e8d7c6b5a4938271605", tuple(s for s in READ_SCOPES if s != "person:read")),
     ApiKey("no_recordings", "phx_emu_no_recordings_3b2a19f8e7d6c5b4a3928170f6e5d4c3", tuple(s for s in READ_SCOPES if s != "session_recording:read")),
     ApiKey("other_project", "phx_emu_other_project_7c6b5a49382716059f8e7d6c5b4a3921", ("*",), (999,)),
+    # File-download exports (exports.py): batch_export:write creates and cancels, batch_export:read polls and downloads.
+    ApiKey("no_batch_exports", "phx_emu_no_batch_exports_8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a",
+           tuple(s for s in READ_SCOPES if s != "batch_export:read")),
+    ApiKey("batch_exports_read", "phx_emu_batch_exports_read_2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b", ("batch_export:read",)),
 )
 
 #: name -> secret key string (what tests and the connector config use).
@@ -99,4 +104,5 @@ RESOURCE_SCOPES: dict[str, str] = {
     "dashboards": "dashboard:read",
     "experiments": "experiment:read",
     "surveys": "survey:read",
+    "file_download_batch_exports": "batch_export:read",  # create and cancel: batch_export:write (exports.py)
 }

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from . import endpoints as ep
+from . import exports
 from .client import ControlClient
 from .conditions import QueryGovernor
 from .config import EmulatorConfig
@@ -92,7 +93,7 @@ def _json(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
-def route(path: str) -> Route:
+def route(path: str, method: str = "GET") -> Route:
     """Resolve a path to a view; raise 404 for anything PostHog does not serve."""
     segs = [s for s in path.split("/") if s]
     if len(segs) < 2 or segs[0] != "api":
@@ -108,6 +109,8 @@ def route(path: str) -> Route:
         if len(segs) == 3:
             return Route("project_detail", "crud", RESOURCE_SCOPES["projects"], project_ref=ref)
         name = segs[3]
+        if name == exports.RESOURCE and segs[1] == "projects":  # file-download batch exports (exports.py)
+            return Route("exports", "crud", exports.required_scope(segs[4:], method), ref, name, "/".join(segs[4:]))
         res = RESOURCES.get(name)
         if res is None or (segs[1] == "environments" and not res.environment_alias):
             raise ep.not_found()
@@ -130,10 +133,12 @@ class Emulator:
         self.governor = QueryGovernor(config.query_conditions(), lambda: self.limiter.enabled)
         self.store.visibility_delay = float(config.visibility_delay_seconds or 0)
         self.faults = FaultInjector(config.faults)
+        self.exports = exports.ExportManager(self.store, config.exports)
         self._log: list[dict] = []
         self._log_lock = threading.Lock()
 
     def close(self) -> None:
+        self.exports.close()
         self.store.close()
 
     # -- request log ----------------------------------------------------------------------
@@ -195,7 +200,7 @@ class Emulator:
         key: ApiKey | None = None
         r: Route | None = None
         try:
-            r = route(path)
+            r = route(path, method)
             params = dict(parse_qsl(raw_query, keep_blank_values=True))
             body = None
             if body_bytes:
@@ -229,7 +234,7 @@ class Emulator:
                 raise ApiError(429, "throttled_error", "throttled", t.detail,
                                headers={"Retry-After": str(t.wait)}) from None
             allowed = RESOURCES[r.resource].method if r.view == "list" else "GET"
-            if method != allowed:
+            if method != allowed and r.view != "exports":  # exports.py answers its own 405s
                 raise ApiError(405, "invalid_request", "method_not_allowed", f'Method "{method}" not allowed.')
             ctx = Ctx(self.store, project_id or PROJECT_ID, key, f"http://{host}", path, raw_query, params, body,
                       self.limiter, self.config.legacy_events_page_cap, self.config.legacy_events_max_offset,
@@ -241,6 +246,8 @@ class Emulator:
                 result = ep.project_detail(ctx)
             elif r.view == "current_key":
                 result = ep.current_key(ctx)
+            elif r.view == "exports":
+                result = self.exports.handle(ctx, method, r.item_id or "")
             elif r.view == "list":
                 result = RESOURCES[r.resource].list_handler(ctx)
             else:
@@ -267,6 +274,8 @@ class Emulator:
         name = path.rstrip("/").split("/", 2)[-1] if path.count("/") >= 2 else ""
         params = dict(parse_qsl(raw_query))
         body = orjson.loads(body_bytes) if body_bytes else {}
+        if name == "exports" or name.startswith("exports/"):  # runs, outcomes, links, object store (exports.py)
+            return self.exports.control(method, name[len("exports"):], body)
         if name == "health" and method == "GET":
             return 200, {"status": "ok", "events": self.store.event_count(), "generated": self.store.generated,
                          "load_seconds": round(self.store.load_seconds, 3),
@@ -327,7 +336,8 @@ class Emulator:
                          "rate_scale": self.limiter.scale, "faults": self.faults.config.to_dict(),
                          "data_path": str(self.store.base_path), "realistic": c.realistic,
                          "visibility_delay_seconds": self.store.visibility_delay,
-                         "query_conditions": self.governor.conditions.to_dict()}
+                         "query_conditions": self.governor.conditions.to_dict(),
+                         "exports": self.exports.settings.to_dict()}
         return 404, {"error": f"unknown control endpoint {method} {path}"}
 
 
