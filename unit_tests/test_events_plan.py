@@ -255,6 +255,30 @@ class TestLateEvents:
 
         assert Counter(flat(first) + flat(second)) == Counter(e.uuid for e in events + late)
 
+    def test_given_a_resume_position_inside_a_tie_when_a_late_event_lands_in_that_tie_then_the_sweep_delivers_it(self) -> None:
+        """Issue #17: the sweep reads up to and including the resume position's timestamp (its
+        pairs up to the position). A sweep that stopped before that timestamp would lose a late
+        event inside the tie, and the main pass starts after the position: no other query reads it."""
+        tie = UPPER - timedelta(days=1)
+        tied = [Event(event_uuid(100 + n), tie, tie + timedelta(seconds=1)) for n in range(10)]
+        plan = begin(None, page_size=4)
+        delivered: List[str] = []
+        while True:  # the first sync, killed after its first page inside the tie
+            plan, rows = step(plan, tied, UPPER)
+            if rows:
+                delivered += [e.uuid for e in rows]
+                break
+        killed = EventsState.from_dict(plan.state.to_dict(), 2)
+        assert killed.position.timestamp == tie and killed.position.uuid is not None, "the position must sit inside the tie"
+        late = Event(event_uuid(101).replace("0190f6a2", "0190f6a3"), tie, UPPER + timedelta(minutes=30))  # in the tie, ordered before the position
+        assert uuid_order(late.uuid) < uuid_order(killed.position.uuid)
+        world = tied + [late]
+
+        second, _, _ = run(begin(killed, 4, upper=UPPER + timedelta(hours=1)), world, now=UPPER + timedelta(hours=1))
+
+        assert late.uuid in flat(second)
+        assert Counter(delivered + flat(second)) == Counter(e.uuid for e in world), "each event once"
+
     @pytest.mark.parametrize("kill_after", [1, 2, 3])
     def test_given_a_kill_during_the_sweep_when_resumed_then_nothing_is_lost(self, kill_after: int) -> None:
         delivered, world = self._two_syncs(page_size=4, kill_sweep_after=kill_after)

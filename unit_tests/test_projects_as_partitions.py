@@ -99,3 +99,23 @@ def test_given_a_project_the_key_cannot_read_when_read_then_the_others_sync_and_
     assert any("project 3" in message for message in messages), messages
     assert any("annotations did not sync for 1 of 3 projects" in message for message in messages), messages
     assert statuses(output)[-1] == AirbyteStreamStatus.INCOMPLETE and statuses(output).count(AirbyteStreamStatus.STARTED) == 1
+
+
+def test_given_a_single_project_state_written_for_a_project_that_is_not_the_first_then_that_project_resumes_from_it(requests_mock: Any) -> None:
+    """Issue #17: a state of the single-project shape belongs to the project it names, whichever
+    position that project has in the config; reading it from anchor_date again duplicated its history."""
+    from datetime import timedelta
+
+    from unit_tests.hogql_fake import FakeHogQL, make_events, utc
+
+    events = make_events(4, utc("2025-05-02T00:00:00Z"), step=timedelta(days=10))  # May 2, 12, 22, June 1
+    for project_id in (2, 3):
+        FakeHogQL(events).register(requests_mock, f"{BASE}/{project_id}/query/")
+    written_for_3 = {"timestamp": "2025-05-20T00:00:00.000000Z", "uuid": None, "ingested_through": "2025-05-20T00:00:00.000000Z", "project_id": 3}
+
+    output = read_stream("events", SyncMode.incremental, config=config(3), state=written_for_3)
+
+    by_project: Dict[int, int] = {}
+    for message in output.records:
+        by_project[message.record.data["project_id"]] = by_project.get(message.record.data["project_id"], 0) + 1
+    assert by_project == {2: 4, 3: 2}  # project 2 from anchor_date, project 3 after May 20 only
