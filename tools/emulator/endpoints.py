@@ -21,6 +21,7 @@ import time
 import uuid as uuid_mod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
@@ -209,18 +210,31 @@ def cohorts_list(ctx: Ctx) -> Result:
     return drf_page(ctx, [e.item for e in entries])
 
 
+#: Every field each list serializer sends (tools/emulator/serializer_fields.json, read from PostHog's source).
+SERIALIZER_FIELDS: dict[str, dict] = orjson.loads((Path(__file__).with_name("serializer_fields.json")).read_bytes())["streams"]
+_INSIGHT_BASIC_FIELDS = tuple(SERIALIZER_FIELDS["insights"]["fields"])  # InsightBasicSerializer (basic=true)
+_INSIGHT_FIELDS = tuple(SERIALIZER_FIELDS["insights_full"]["fields"])  # InsightSerializer
+
+
 def feature_flags_list(ctx: Ctx) -> Result:
-    """Ordered -created_at; deleted flags excluded; ``active``, ``search`` filters."""
+    """FeatureFlagViewSet (products/feature_flags/backend/api/feature_flag.py): ordered -created_at;
+    deleted flags never listed; archived ones only when ``archived`` is passed
+    (``exclude_archived_unless_requested``), ``archived=true|false`` then filters on it; ``active``,
+    ``search`` filters."""
     entries = _search(ctx.store.resources.ordered("feature_flags", ctx.project_id), ctx, "key", "name")
+    if "archived" not in ctx.params:
+        entries = [e for e in entries if not e.extra["archived"]]
+    elif ctx.params["archived"].lower() in ("true", "false"):
+        entries = [e for e in entries if e.extra["archived"] == (ctx.params["archived"].lower() == "true")]
     active = ctx.params.get("active")
     if active in ("true", "false"):
         entries = [e for e in entries if e.item["active"] == (active == "true")]
     return drf_page(ctx, [e.item for e in entries])
 
 
-_INSIGHT_BASIC_FIELDS = ("id", "short_id", "name", "derived_name", "favorited", "tags", "description", "last_refresh",
-                         "created_at", "created_by", "updated_at", "last_modified_at", "last_modified_by",
-                         "dashboards", "deleted", "user_access_level")
+def insight_item(item: dict, basic: bool) -> dict:
+    """InsightBasicSerializer (``basic=true``) or InsightSerializer: exactly their fields."""
+    return {k: item[k] for k in (_INSIGHT_BASIC_FIELDS if basic else _INSIGHT_FIELDS)}
 
 
 def insights_list(ctx: Ctx) -> Result:
@@ -233,11 +247,8 @@ def insights_list(ctx: Ctx) -> Result:
         entries = [e for e in entries if e.extra["last_modified_at"] < date_to]
     if ctx.params.get("short_id"):
         entries = [e for e in entries if e.item["short_id"] == ctx.params["short_id"]]
-    if _bool_param(ctx.params.get("basic")):
-        items = [{k: e.item[k] for k in _INSIGHT_BASIC_FIELDS} for e in entries]
-    else:
-        items = [e.item for e in entries]
-    return drf_page(ctx, items)
+    basic = bool(_bool_param(ctx.params.get("basic")))
+    return drf_page(ctx, [insight_item(e.item, basic) for e in entries])
 
 
 def annotations_list(ctx: Ctx) -> Result:
@@ -412,6 +423,8 @@ def resource_detail(kind: str) -> Callable[[Ctx, str], Result]:
         item = ctx.store.resources.find(kind, ctx.project_id, item_id)
         if item is None:
             raise not_found()
+        if kind == "insights":
+            item = insight_item(item, bool(_bool_param(ctx.params.get("basic"))))
         return Result(item, 1)
 
     return handler
