@@ -216,11 +216,59 @@ _INSIGHT_BASIC_FIELDS = tuple(SERIALIZER_FIELDS["insights"]["fields"])  # Insigh
 _INSIGHT_FIELDS = tuple(SERIALIZER_FIELDS["insights_full"]["fields"])  # InsightSerializer
 
 
+def field_error() -> ApiError:
+    """``queryset.order_by(<unknown field>)`` raises Django's FieldError, which no handler turns into a
+    4xx: PostHog answers its plain 500 (drf-exceptions-hog ``server_error``)."""
+    return ApiError(500, "server_error", "error", "A server error occurred.")
+
+
+def _tie_key(ctx: Ctx, entry) -> bytes:
+    """The order of rows that tie on a client-chosen ``order``: Postgres gives them none (no ``id``
+    tiebreak in PostHog's ORDER BY), and a top-N sort can return them differently for another
+    LIMIT/OFFSET. Here: an order that depends on the page asked for, so offset paging across a tie
+    group can skip or repeat rows, as it can against PostHog."""
+    limit, offset = drf_limit_offset(ctx, 100)
+    return hashlib.blake2b(f"{limit}/{offset}/{entry.item['id']}".encode(), digest_size=8).digest()
+
+
+def django_order(ctx: Ctx, entries: list, order: str, value_of: Callable[[Any], Any],
+                 nulls_first: bool | None = None) -> list:
+    """``queryset.order_by(order)`` on Postgres: ascending puts NULLs last, descending first (unless
+    ``nulls_first`` says otherwise, as ``F(...).desc(nulls_last=True)`` does); ties as :func:`_tie_key`."""
+    desc = order.startswith("-")
+    nulls = sorted((e for e in entries if value_of(e) is None), key=lambda e: _tie_key(ctx, e))
+    rest = sorted((e for e in entries if value_of(e) is not None), key=lambda e: _tie_key(ctx, e))
+    rest.sort(key=value_of, reverse=desc)  # stable: rows that tie keep the page's own order
+    first = desc if nulls_first is None else nulls_first
+    return nulls + rest if first else rest + nulls
+
+
+def _user_id(user: dict | None) -> int | None:
+    return user["id"] if user else None
+
+
+def _ts(item: dict, name: str) -> datetime | None:
+    value = item.get(name)
+    return tu.parse_datetime(value) if value else None
+
+
+#: FeatureFlag model fields a client may pass as ``order`` (the value each sorts on).
+_FLAG_ORDER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "id": lambda e: e.item["id"], "key": lambda e: e.item["key"], "name": lambda e: e.item["name"],
+    "created_at": lambda e: e.extra["created_at"], "updated_at": lambda e: e.extra["updated_at"],
+    "active": lambda e: e.item["active"], "deleted": lambda e: e.item["deleted"],
+    "archived": lambda e: e.item["archived"], "version": lambda e: e.item["version"],
+    "last_called_at": lambda e: _ts(e.item, "last_called_at"), "evaluation_runtime": lambda e: e.item["evaluation_runtime"],
+    "created_by": lambda e: _user_id(e.item["created_by"]), "last_modified_by": lambda e: _user_id(e.item["last_modified_by"]),
+}
+
+
 def feature_flags_list(ctx: Ctx) -> Result:
-    """FeatureFlagViewSet (products/feature_flags/backend/api/feature_flag.py): ordered -created_at;
-    deleted flags never listed; archived ones only when ``archived`` is passed
-    (``exclude_archived_unless_requested``), ``archived=true|false`` then filters on it; ``active``,
-    ``search`` filters."""
+    """FeatureFlagViewSet (products/feature_flags/backend/api/feature_flag.py): deleted flags never
+    listed; archived ones only when ``archived`` is passed (``exclude_archived_unless_requested``),
+    ``archived=true|false`` then filters on it; ``active``, ``search`` filters; ``order`` goes straight
+    into ``order_by`` (any model field, ``-`` for descending; an unknown one is Django's FieldError,
+    a 500), default ``-created_at``. ``-updated_at`` puts never-edited flags (``updated_at`` null) first."""
     entries = _search(ctx.store.resources.ordered("feature_flags", ctx.project_id), ctx, "key", "name")
     if "archived" not in ctx.params:
         entries = [e for e in entries if not e.extra["archived"]]
@@ -229,7 +277,25 @@ def feature_flags_list(ctx: Ctx) -> Result:
     active = ctx.params.get("active")
     if active in ("true", "false"):
         entries = [e for e in entries if e.item["active"] == (active == "true")]
+    order = ctx.params.get("order")
+    if order:
+        value_of = _FLAG_ORDER_FIELDS.get(order.removeprefix("-"))
+        if value_of is None:
+            raise field_error()
+        entries = django_order(ctx, entries, order, value_of)
     return drf_page(ctx, [e.item for e in entries])
+
+
+#: Insight model fields a client may pass as ``order`` (InsightViewSet.order_queryset).
+_INSIGHT_ORDER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "id": lambda e: e.item["id"], "short_id": lambda e: e.item["short_id"], "name": lambda e: e.item["name"],
+    "derived_name": lambda e: e.item["derived_name"], "description": lambda e: e.item["description"],
+    "order": lambda e: e.item["order"], "favorited": lambda e: e.item["favorited"], "saved": lambda e: e.item["saved"],
+    "created_at": lambda e: e.extra["created_at"], "updated_at": lambda e: e.extra["updated_at"],
+    "last_modified_at": lambda e: e.extra["last_modified_at"], "last_refresh": lambda e: _ts(e.item, "last_refresh"),
+    "last_viewed_at": lambda e: _ts(e.item, "last_viewed_at"),
+    "created_by": lambda e: _user_id(e.item["created_by"]), "last_modified_by": lambda e: _user_id(e.item["last_modified_by"]),
+}
 
 
 def insight_item(item: dict, basic: bool) -> dict:
@@ -238,7 +304,10 @@ def insight_item(item: dict, basic: bool) -> dict:
 
 
 def insights_list(ctx: Ctx) -> Result:
-    """Model ordering ``order``; ``date_from``/``date_to`` strict on last_modified_at; ``basic`` payload."""
+    """InsightViewSet (posthog/api/insight.py): ``date_from``/``date_to`` strict on ``last_modified_at``
+    (``relative_date_parse``: ISO or relative such as ``-7d``); ``order`` goes straight into
+    ``order_by`` (any model field; an unknown one is a 500), ``last_viewed_at`` NULLS FIRST and
+    ``-last_viewed_at`` NULLS LAST; without ``order`` the model field ``order``; ``basic`` payload."""
     entries = _search(ctx.store.resources.ordered("insights", ctx.project_id), ctx, "name", "derived_name")
     date_from, date_to = _date_param(ctx, "date_from"), _date_param(ctx, "date_to")
     if date_from:
@@ -247,6 +316,13 @@ def insights_list(ctx: Ctx) -> Result:
         entries = [e for e in entries if e.extra["last_modified_at"] < date_to]
     if ctx.params.get("short_id"):
         entries = [e for e in entries if e.item["short_id"] == ctx.params["short_id"]]
+    order = ctx.params.get("order")
+    if order:
+        value_of = _INSIGHT_ORDER_FIELDS.get(order.removeprefix("-"))
+        if value_of is None:
+            raise field_error()
+        nulls_first = (not order.startswith("-")) if order.removeprefix("-") == "last_viewed_at" else None
+        entries = django_order(ctx, entries, order, value_of, nulls_first)
     basic = bool(_bool_param(ctx.params.get("basic")))
     return drf_page(ctx, [insight_item(e.item, basic) for e in entries])
 
@@ -393,7 +469,12 @@ def dashboards_list(ctx: Ctx) -> Result:
 
 def experiments_list(ctx: Ctx) -> Result:
     """Ordered -created_at; deleted always excluded; archived excluded unless ``archived`` is
-    given, and ``archived=true`` returns only the archived ones; ``search`` on name (§ 14.4)."""
+    given, and ``archived=true`` returns only the archived ones; ``search`` on name (§ 14.4).
+    ``order`` from ExperimentService.EXPERIMENT_ORDER_ALLOWLIST
+    (products/experiments/backend/experiment_service.py): created_at, created_by, updated_at, name,
+    start_date, end_date, duration (end − start, or now − start while running; NULL for drafts) and
+    status (draft < running < stopped), each also with ``-``; anything else is a 400
+    ``Invalid order field: '…'``."""
     entries = ctx.store.resources.ordered("experiments", ctx.project_id)
     archived = ctx.params.get("archived")
     wanted = archived is not None and archived.lower() == "true"
@@ -402,13 +483,26 @@ def experiments_list(ctx: Ctx) -> Result:
     order = ctx.params.get("order")
     if order:
         if order not in _EXPERIMENT_ORDERS:
-            raise validation_error(f"Invalid order field: '{order}'")
-        field_ = order.lstrip("-")
-        entries = sorted(entries, key=lambda e: (e.item[field_] is None, e.item[field_] or ""), reverse=order.startswith("-"))
+            raise validation_error(f"Invalid order field: '{order}'", code="invalid")
+        entries = django_order(ctx, entries, order, _EXPERIMENT_ORDER_VALUES[order.removeprefix("-")])
     return drf_page(ctx, [e.item for e in entries])
 
 
-_EXPERIMENT_ORDERS = {f"{sign}{name}" for sign in ("", "-") for name in ("name", "created_at", "updated_at", "start_date", "end_date")}
+def _experiment_duration(e) -> timedelta | None:
+    start, end = _ts(e.item, "start_date"), _ts(e.item, "end_date")
+    if start is None:
+        return None
+    return (end or tu.utcnow()) - start
+
+
+_EXPERIMENT_ORDER_VALUES: dict[str, Callable[[Any], Any]] = {
+    "created_at": lambda e: e.extra["created_at"], "updated_at": lambda e: e.extra["updated_at"],
+    "created_by": lambda e: _user_id(e.item["created_by"]), "name": lambda e: e.item["name"],
+    "start_date": lambda e: _ts(e.item, "start_date"), "end_date": lambda e: _ts(e.item, "end_date"),
+    "duration": _experiment_duration,
+    "status": lambda e: 0 if e.item["start_date"] is None else (1 if e.item["end_date"] is None else 2),
+}
+_EXPERIMENT_ORDERS = {f"{sign}{name}" for sign in ("", "-") for name in _EXPERIMENT_ORDER_VALUES}
 
 
 def surveys_list(ctx: Ctx) -> Result:

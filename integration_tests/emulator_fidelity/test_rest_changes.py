@@ -1,0 +1,185 @@
+"""The REST lists a client reads by change time, against PostHog's source (docs/posthog-api.md § 20.5; the README
+of tools/emulator names each file):
+
+- insights: ``order`` (any model field) and ``date_from``/``date_to`` strict on ``last_modified_at``;
+- experiments: ``order`` from PostHog's allowlist, anything else a 400;
+- feature_flags: ``order`` straight into ORDER BY (default ``-created_at``), archived flags only when asked;
+- cohorts, dashboards, surveys, actions: no change-time order (an ``order`` is ignored).
+
+    python -m pytest integration_tests/emulator_fidelity/test_rest_changes.py -q
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
+
+BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(hours=1)  # the data ends an hour ago
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    with EmulatorServer(EmulatorConfig(events=300, seed=11, base_time=BASE, data_dir=tmp_path_factory.mktemp("emu"))) as e:
+        yield e
+
+
+def get(e, path, key="all_access"):
+    return requests.get(e.url + path if path.startswith("/") else path,
+                        headers={"Authorization": f"Bearer {KEYS[key]}"}, timeout=30)
+
+
+def body(e, path, key="all_access"):
+    response = get(e, path, key)
+    assert response.status_code == 200, (path, response.text[:300])
+    return response.json()
+
+
+def follow(e, path):
+    page = body(e, path)
+    rows = list(page["results"])
+    while page.get("next"):
+        page = body(e, page["next"])
+        rows += page["results"]
+    return rows
+
+
+def ts(value):
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def tie_groups(rows, field):
+    groups = defaultdict(list)
+    for row in rows:
+        groups[row[field]].append(row["id"])
+    return {value: ids for value, ids in groups.items() if value is not None and len(ids) > 1}
+
+
+SERVER_ERROR = {"type": "server_error", "code": "error", "detail": "A server error occurred.", "attr": None}
+
+
+# -- insights (posthog/api/insight.py) --------------------------------------------------------
+
+
+def test_insights_change_times_are_realistic_with_ties(emu):
+    rows = follow(emu, "/api/projects/2/insights/?limit=1000")
+    for row in rows:
+        assert ts(row["created_at"]) <= ts(row["last_modified_at"]) <= ts(row["updated_at"]) <= BASE
+    assert any(row["created_at"] == row["last_modified_at"] for row in rows), "never-edited insights"
+    assert any(ts(row["created_at"]) < ts(row["last_modified_at"]) for row in rows)
+    assert any(ts(row["last_modified_at"]) < ts(row["updated_at"]) for row in rows), "saved without a material edit"
+    assert tie_groups(rows, "last_modified_at"), "insights edited in the same instant"
+
+
+def test_insights_order_by_last_modified_at_both_ways_and_an_unknown_field_is_a_500(emu):
+    desc = body(emu, "/api/projects/2/insights/?order=-last_modified_at&limit=1000&basic=true")["results"]
+    asc = body(emu, "/api/projects/2/insights/?order=last_modified_at&limit=1000&basic=true")["results"]
+    assert len(desc) == len(asc) == len(emu.ground_truth("insights"))
+    assert [ts(r["last_modified_at"]) for r in desc] == sorted((ts(r["last_modified_at"]) for r in desc), reverse=True)
+    assert [ts(r["last_modified_at"]) for r in asc] == sorted(ts(r["last_modified_at"]) for r in asc)
+    response = get(emu, "/api/projects/2/insights/?order=no_such_field")
+    assert response.status_code == 500 and response.json() == SERVER_ERROR  # Django's FieldError
+    default = [r["id"] for r in follow(emu, "/api/projects/2/insights/?order=")]
+    assert default == emu.ground_truth("insights")  # an empty order: the model ordering, as before
+
+
+def test_insights_ties_on_a_client_order_come_back_in_an_order_that_depends_on_the_page(emu):
+    """Postgres orders ties on ``order_by(order)`` arbitrarily (no id tiebreak), and differently for
+    another LIMIT/OFFSET: each tie group stays together, its inner order can change."""
+    orders = {}
+    for limit in (1000, 999):
+        rows = body(emu, f"/api/projects/2/insights/?order=-last_modified_at&limit={limit}")["results"]
+        orders[limit] = {value: ids for value, ids in tie_groups(rows, "last_modified_at").items()}
+    assert orders[1000] and set(orders[1000]) == set(orders[999])
+    assert all(sorted(orders[1000][v]) == sorted(orders[999][v]) for v in orders[1000])
+    assert any(orders[1000][v] != orders[999][v] for v in orders[1000])
+
+
+def test_insights_date_from_and_date_to_are_strict_on_last_modified_at(emu):
+    rows = follow(emu, "/api/projects/2/insights/?limit=1000")
+    tied, ids = next(iter(tie_groups(rows, "last_modified_at").items()))
+    after = {r["id"] for r in rows if ts(r["last_modified_at"]) > ts(tied)}
+    before = {r["id"] for r in rows if ts(r["last_modified_at"]) < ts(tied)}
+    got_after = {r["id"] for r in follow(emu, f"/api/projects/2/insights/?date_from={tied.replace('+', '%2B')}")}
+    got_before = {r["id"] for r in follow(emu, f"/api/projects/2/insights/?date_to={tied}")}
+    assert got_after == after and got_before == before and not set(ids) & (got_after | got_before)
+    window = {r["id"] for r in follow(emu, "/api/projects/2/insights/?date_from=-30d&basic=true")}
+    assert window == {r["id"] for r in rows if ts(r["last_modified_at"]) > datetime.now(timezone.utc) - timedelta(days=30)}
+
+
+# -- experiments (products/experiments/backend/experiment_service.py) ---------------------------
+
+
+ALLOWLIST = ("created_at", "created_by", "updated_at", "name", "start_date", "end_date", "duration", "status")
+
+
+def test_experiments_order_from_the_allowlist_and_a_400_for_anything_else(emu):
+    all_rows = follow(emu, "/api/projects/2/experiments/") + follow(emu, "/api/projects/2/experiments/?archived=true")
+    for row in all_rows:
+        assert ts(row["created_at"]) <= ts(row["updated_at"]) <= BASE
+    assert tie_groups(all_rows, "updated_at"), "experiments saved in the same instant"
+    for name in ALLOWLIST:
+        for order in (name, f"-{name}"):
+            assert get(emu, f"/api/projects/2/experiments/?order={order}").status_code == 200, order
+    rows = body(emu, "/api/projects/2/experiments/?order=-updated_at")["results"]
+    assert [ts(r["updated_at"]) for r in rows] == sorted((ts(r["updated_at"]) for r in rows), reverse=True)
+    asc = body(emu, "/api/projects/2/experiments/?order=updated_at")["results"]
+    assert [ts(r["updated_at"]) for r in asc] == sorted(ts(r["updated_at"]) for r in asc)
+    for order in ("last_modified_at", "-id", "updated"):
+        response = get(emu, f"/api/projects/2/experiments/?order={order}")
+        assert response.status_code == 400 and response.json() == {
+            "type": "validation_error", "code": "invalid", "detail": f"Invalid order field: '{order}'", "attr": None}
+
+
+def test_experiments_duration_and_status_orders_and_postgres_nulls(emu):
+    rows = body(emu, "/api/projects/2/experiments/?order=duration")["results"]
+    drafts = [r["start_date"] is None for r in rows]
+    assert any(drafts) and drafts == sorted(drafts)  # NULL durations last ascending
+    assert body(emu, "/api/projects/2/experiments/?order=-duration")["results"][0]["start_date"] is None  # first descending
+    rank = [0 if r["start_date"] is None else (1 if r["end_date"] is None else 2)
+            for r in body(emu, "/api/projects/2/experiments/?order=status")["results"]]
+    assert rank == sorted(rank) and len(set(rank)) == 3
+
+
+# -- feature flags (products/feature_flags/backend/api/feature_flag.py) -------------------------
+
+
+def test_feature_flags_order_goes_into_order_by_with_postgres_nulls(emu):
+    rows = body(emu, "/api/projects/2/feature_flags/?order=-updated_at&limit=1000")["results"]
+    nulls = [r["updated_at"] is None for r in rows]
+    assert nulls[0] and not nulls[-1] and nulls == sorted(nulls, reverse=True)  # never-edited flags first
+    edited = [ts(r["updated_at"]) for r in rows if r["updated_at"]]
+    assert edited == sorted(edited, reverse=True)
+    asc = body(emu, "/api/projects/2/feature_flags/?order=updated_at&limit=1000")["results"]
+    assert asc[-1]["updated_at"] is None and asc[0]["updated_at"] is not None  # NULLS LAST ascending
+    default = [r["id"] for r in follow(emu, "/api/projects/2/feature_flags/")]
+    assert default == emu.ground_truth("feature_flags")
+    assert [ts(r["created_at"]) for r in body(emu, "/api/projects/2/feature_flags/?limit=1000")["results"]] == sorted(
+        (ts(r["created_at"]) for r in rows), reverse=True)  # default -created_at
+    assert get(emu, "/api/projects/2/feature_flags/?order=rollout").json() == SERVER_ERROR
+    for row in rows:
+        assert row["updated_at"] is None or ts(row["created_at"]) <= ts(row["updated_at"]) <= BASE
+        assert (row["updated_at"] is None) == (row["version"] == 1) == (row["last_modified_by"] is None)
+    assert tie_groups(rows, "updated_at"), "flags edited in the same bulk update"
+
+
+def test_feature_flags_leave_archived_ones_out_unless_asked(emu):
+    default = follow(emu, "/api/projects/2/feature_flags/")
+    archived = follow(emu, "/api/projects/2/feature_flags/?archived=true")
+    not_archived = follow(emu, "/api/projects/2/feature_flags/?archived=false")
+    assert archived and all(r["archived"] and not r["active"] and r["status"] == "archived" for r in archived)
+    assert default == not_archived and not any(r["archived"] for r in default)
+    assert [r["id"] for r in default] == emu.ground_truth("feature_flags")
+
+
+@pytest.mark.parametrize("resource", ["cohorts", "dashboards", "surveys", "actions"])
+def test_resources_without_a_change_time_order_ignore_order(emu, resource):
+    plain = [r["id"] for r in follow(emu, f"/api/projects/2/{resource}/")]
+    for order in ("-updated_at", "name", "-last_modified_at", "nonsense"):
+        assert [r["id"] for r in follow(emu, f"/api/projects/2/{resource}/?order={order}")] == plain
+    rows = follow(emu, f"/api/projects/2/{resource}/")
+    assert "updated_at" not in rows[0] and "last_modified_at" not in rows[0]
