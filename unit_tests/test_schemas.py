@@ -29,6 +29,7 @@ CONNECTOR_FIELDS = {
                      "is_identified": {"boolean"}, "created_at": {"string"}, "last_seen_at": {"string"}},
     "property_definitions.json": {"type": {"string"}, "group_type_index": {"integer", "null"}},
     "experiments.json": {"archived": {"boolean"}},
+    "cohort_membership.json": {"cohort_id": {"integer"}, "person_id": {"string"}},
 }
 
 
@@ -61,7 +62,7 @@ WITH_SCHEMA = sorted(name for name, spec in SERIALIZER_FIELDS.items() if spec["s
 def test_the_expectations_name_their_posthog_source_and_use_json_types_only() -> None:
     assert {"projects", "cohorts", "feature_flags", "insights", "annotations", "actions", "session_recordings",
             "event_definitions", "property_definitions", "group_types", "groups", "dashboards", "experiments",
-            "surveys", "persons"} <= set(WITH_SCHEMA)
+            "surveys", "persons", "activity_log"} <= set(WITH_SCHEMA)
     for name, spec in SERIALIZER_FIELDS.items():
         assert spec["source"] and spec["serializer"] and spec["fields"], name
         for field, kinds in spec["fields"].items():
@@ -109,3 +110,12 @@ def test_given_fields_the_connector_emits_itself_then_they_stay_declared(name: s
 
     for field, kinds in CONNECTOR_FIELDS[name].items():
         assert field in props and kinds <= declared_types(props[field]), (name, field)
+
+
+def test_the_new_streams_schemas_keep_the_activity_detail_an_object_and_membership_two_keys() -> None:
+    activity = load("activity_log.json")["properties"]
+    membership = load("cohort_membership.json")["properties"]
+
+    assert declared_types(activity["detail"]) == {"null", "object"}
+    assert {"name", "changes"} <= set(activity["detail"]["properties"])
+    assert set(membership) == {"cohort_id", "person_id"}

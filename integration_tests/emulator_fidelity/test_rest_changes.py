@@ -1,18 +1,23 @@
-"""The REST lists a client reads by change time, against PostHog's source (docs/posthog-api.md § 20.5; the README
+"""The REST lists a client reads by change time, the activity log and the cohort persons list,
+against PostHog's source (docs/posthog-api.md § 20.5; the README
 of tools/emulator names each file):
 
 - insights: ``order`` (any model field) and ``date_from``/``date_to`` strict on ``last_modified_at``;
 - experiments: ``order`` from PostHog's allowlist, anything else a 400;
 - feature_flags: ``order`` straight into ORDER BY (default ``-created_at``), archived flags only when asked;
-- cohorts, dashboards, surveys, actions: no change-time order (an ``order`` is ignored).
+- cohorts, dashboards, surveys, actions: no change-time order (an ``order`` is ignored);
+- ``activity_log/``: DRF cursor pages of 100 on ``-created_at, -id``, ties at the page edges;
+- ``cohorts/{id}/persons/``: limit/offset pages as PostHog's CohortViewSet.persons builds them.
 
     python -m pytest integration_tests/emulator_fidelity/test_rest_changes.py -q
 """
 
 from __future__ import annotations
 
+import base64
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -183,3 +188,132 @@ def test_resources_without_a_change_time_order_ignore_order(emu, resource):
         assert [r["id"] for r in follow(emu, f"/api/projects/2/{resource}/?order={order}")] == plain
     rows = follow(emu, f"/api/projects/2/{resource}/")
     assert "updated_at" not in rows[0] and "last_modified_at" not in rows[0]
+
+
+# -- activity log (posthog/api/advanced_activity_logs/viewset.py) -------------------------------
+
+
+def cursor_of(url):
+    raw = parse_qs(urlsplit(url).query)["cursor"][0]
+    return parse_qs(base64.b64decode(raw).decode())
+
+
+def test_activity_log_cursor_pages_of_100_cover_the_log_with_ties_at_the_page_edges(emu):
+    first = body(emu, "/api/projects/2/activity_log/")
+    assert set(first) == {"next", "previous", "results"} and first["previous"] is None and len(first["results"]) == 100
+    pages = [first["results"]]
+    page = first
+    while page["next"]:
+        page = body(emu, page["next"])
+        pages.append(page["results"])
+    ids = [a["id"] for p in pages for a in p]
+    truth = emu.ground_truth("activity_log")
+    assert ids == truth and len(set(ids)) == len(ids) > 300
+    keys = [(a["created_at"], a["id"]) for p in pages for a in p]
+    assert keys == sorted(keys, reverse=True)  # -created_at, -id
+    assert pages[0][-1]["created_at"] == pages[1][0]["created_at"]  # a tie across the first edge
+    assert pages[1][-1]["created_at"] == pages[2][0]["created_at"] == pages[2][1]["created_at"]  # three across the second
+    second_cursor = cursor_of(first["next"])
+    assert "p" in second_cursor and second_cursor.get("o") == ["1"]  # position + offset into the tie
+
+
+def test_activity_log_previous_leads_back_and_page_size_and_ascending_order(emu):
+    first = body(emu, "/api/projects/2/activity_log/")
+    second = body(emu, first["next"])
+    back = body(emu, second["previous"])
+    assert [a["id"] for a in back["results"]] == [a["id"] for a in first["results"]]
+    truth = emu.ground_truth("activity_log")
+    small = body(emu, "/api/projects/2/activity_log/?page_size=7")
+    assert [a["id"] for a in small["results"]] == truth[:7]
+    assert len(body(emu, "/api/projects/2/activity_log/?page_size=5000")["results"]) == min(1000, len(truth))
+    ascending = follow(emu, "/api/projects/2/activity_log/?ordering=created_at&page_size=250")
+    assert [a["id"] for a in ascending] == truth[::-1]
+    tail = body(emu, "/api/projects/2/activity_log/?ordering=created_at&page_size=1000&follow=true")
+    while len(tail["results"]) == 1000:
+        tail = body(emu, tail["next"])
+    assert tail["next"] and body(emu, tail["next"])["results"] == []  # follow=true: a next past the end
+
+
+def test_activity_log_fields_filters_and_page_numbers(emu):
+    entry = next(a for a in follow(emu, "/api/projects/2/activity_log/?scope=FeatureFlag") if a["activity"] == "updated")
+    assert entry["scope"] == "FeatureFlag" and entry["detail"]["changes"][0]["field"] == "filters"
+    assert set(entry["detail"]) == {"name", "short_id", "type", "changes", "trigger", "context"}
+    of_item = follow(emu, f"/api/projects/2/activity_log/?item_id={entry['item_id']}")
+    every = follow(emu, "/api/projects/2/activity_log/?page_size=1000")
+    assert [a["id"] for a in of_item] == [a["id"] for a in every if a["item_id"] == entry["item_id"]]
+    assert {a["activity"] for a in of_item if a["scope"] == "FeatureFlag"} >= {"created", "updated"}
+    scopes = {a["scope"] for a in every}
+    assert scopes == {"FeatureFlag", "Insight", "Experiment", "Cohort", "Dashboard"}
+    two = follow(emu, "/api/projects/2/activity_log/?scopes=Cohort,Dashboard")
+    assert {a["scope"] for a in two} == {"Cohort", "Dashboard"} and len(two) == sum(a["scope"] in ("Cohort", "Dashboard") for a in every)
+    assert any(a["is_system"] and a["user"] is None for a in every) and any(a["activity"] == "deleted" for a in every)
+    numbered = body(emu, "/api/projects/2/activity_log/?page=2&page_size=50")
+    assert set(numbered) == {"count", "next", "previous", "results"} and numbered["count"] == len(every)
+    assert [a["id"] for a in numbered["results"]] == [a["id"] for a in every[50:100]]
+    assert "page=3" in numbered["next"] and "page=" not in numbered["previous"]
+    assert get(emu, "/api/projects/2/activity_log/?page=999").status_code == 404
+    bad = get(emu, "/api/projects/2/activity_log/?cursor=" + base64.b64encode(b"o=x").decode())
+    assert bad.status_code == 404 and bad.json()["detail"] == "Invalid cursor"
+    assert get(emu, "/api/projects/2/activity_log/?cursor=%25%25").status_code == 200  # b64decode drops them: page 1
+
+
+def test_activity_log_needs_its_scope_and_is_per_project(emu):
+    denied = get(emu, "/api/projects/2/activity_log/", key="no_activity_log")
+    assert denied.status_code == 403 and denied.json() == {
+        "type": "authentication_error", "code": "permission_denied",
+        "detail": "API key missing required scope 'activity_log:read'", "attr": None}
+    for key in ("no_query", "no_persons", "no_recordings", "project_scoped"):
+        assert get(emu, "/api/projects/2/activity_log/", key=key).status_code == 200, key
+    assert get(emu, "/api/projects/2/activity_log/", key="other_project").status_code == 403
+    p3 = follow(emu, "/api/projects/3/activity_log/")
+    assert 5 < len(p3) < 100 and all(a["team_id"] == 3 for a in p3)
+    assert [a["id"] for a in p3] == emu.ground_truth("activity_log", project_id=3)
+    assert not {a["id"] for a in p3} & set(emu.ground_truth("activity_log"))
+
+
+# -- cohort persons (posthog/api/cohort.py, CohortViewSet.persons) ------------------------------
+
+
+def test_cohort_persons_pages_as_posthog_builds_them(emu):
+    membership = emu.ground_truth("cohort_membership")
+    members = defaultdict(list)
+    for cohort_id, person_id in membership:
+        members[cohort_id].append(person_id)
+    cohort_id = max(members, key=lambda c: len(members[c]))
+    expected = members[cohort_id]
+    assert len(expected) > 7
+    first = body(emu, f"/api/projects/2/cohorts/{cohort_id}/persons/?limit=3")
+    assert set(first) == {"results", "next", "previous"} and first["previous"] is None
+    assert first["next"].endswith(f"/cohorts/{cohort_id}/persons/?limit=3&offset=3")
+    second = body(emu, first["next"])
+    assert second["previous"] == first["next"]  # offset 0 is falsy in format_query_params_absolute_url
+    third = body(emu, second["next"])
+    assert third["previous"].endswith("limit=3&offset=3")
+    got, page = [], first
+    while True:
+        got += [p["id"] for p in page["results"]]
+        if not page["next"]:
+            break
+        page = body(emu, page["next"])
+    assert sorted(got) == sorted(expected) and len(got) == len(expected)
+    assert (len(expected) % 3 == 0) == (page["results"] == [])  # a full last page still gets a next
+    person = first["results"][0]
+    assert person["type"] == "person" and person["id"] == person["uuid"] and len(person["distinct_ids"]) <= 10
+    whole = body(emu, f"/api/projects/2/cohorts/{cohort_id}/persons/")["results"]  # default limit 100
+    assert {p["id"] for p in whole} == set(expected)
+    keys = [(p["created_at"], p["uuid"]) for p in whole]
+    assert keys == sorted(keys, key=lambda k: (k[0], tuple(-ord(c) for c in k[1])), reverse=True)  # created_at DESC, uuid
+
+
+def test_cohort_persons_scopes_and_which_cohorts(emu):
+    cohort_id = body(emu, "/api/projects/2/cohorts/")["results"][0]["id"]
+    denied = get(emu, f"/api/projects/2/cohorts/{cohort_id}/persons/", key="no_persons")
+    assert denied.status_code == 403 and denied.json()["detail"] == "API key missing required scope 'person:read'"
+    assert get(emu, f"/api/projects/2/cohorts/{cohort_id}/persons/", key="no_query").status_code == 200
+    deleted = next(e.item["id"] for e in emu.app.store.resources.rows["cohorts"] if e.hidden and e.team_id == 2)
+    assert get(emu, f"/api/projects/2/cohorts/{deleted}/persons/").status_code == 200  # only the list hides deleted ones
+    p3 = body(emu, "/api/projects/3/cohorts/")["results"][0]["id"]
+    assert get(emu, f"/api/projects/2/cohorts/{p3}/persons/").status_code == 404
+    assert get(emu, "/api/projects/2/cohorts/abc/persons/").status_code == 404
+    assert get(emu, f"/api/projects/2/cohorts/{cohort_id}/people/").status_code == 404
+    assert emu.app.store.cohort_members(2, cohort_id) == [p for c, p in emu.ground_truth("cohort_membership") if c == cohort_id]

@@ -58,6 +58,13 @@ def _recordings(e, project: int) -> list[dict]:
         offset += 200
 
 
+def _cohort_persons(e, project: int) -> list[dict]:
+    rows = []
+    for cohort in _get(f"{e.url}/api/projects/{project}/cohorts/?limit=6")["results"]:
+        rows += _get(f"{e.url}/api/projects/{project}/cohorts/{cohort['id']}/persons/?limit=1000")["results"]
+    return rows
+
+
 READERS: dict[str, Callable[[Any, int], list[dict]]] = {  # every record of a stream in a project
     "projects": lambda e, p: [_get(f"{e.url}/api/projects/{p}/")],
     "cohorts": lambda e, p: _follow(e, f"/api/projects/{p}/cohorts/"),
@@ -77,6 +84,8 @@ READERS: dict[str, Callable[[Any, int], list[dict]]] = {  # every record of a st
     "experiments": lambda e, p: _follow(e, f"/api/projects/{p}/experiments/") + _follow(e, f"/api/projects/{p}/experiments/?archived=true"),
     "surveys": lambda e, p: _follow(e, f"/api/projects/{p}/surveys/"),
     "persons": lambda e, p: _follow(e, f"/api/projects/{p}/persons/?limit=500"),
+    "cohort_persons": _cohort_persons,
+    "activity_log": lambda e, p: _follow(e, f"/api/projects/{p}/activity_log/?page_size=500"),
 }
 
 
@@ -144,6 +153,6 @@ def test_the_schema_check_fails_when_a_field_is_dropped_from_a_schema(emu):
 def test_nullable_fields_are_sent_both_ways_where_the_data_has_both(emu):
     """A few fields PostHog sends as null or a value, both present in the emulator's data."""
     for stream, name in (("feature_flags", "updated_at"), ("insights", "last_viewed_at"), ("experiments", "start_date"),
-                         ("cohorts", "last_calculation")):
+                         ("activity_log", "user"), ("cohorts", "last_calculation")):
         kinds = {json_type(row[name]) for row in records(emu, stream)}
         assert "null" in kinds and len(kinds) == 2, (stream, name, kinds)

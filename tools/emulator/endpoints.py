@@ -512,6 +512,184 @@ def surveys_list(ctx: Ctx) -> Result:
     return drf_page(ctx, [e.item for e in entries])
 
 
+# --------------------------------------------------------------------------------------------
+# Activity log (posthog/api/advanced_activity_logs/viewset.py, ActivityLogViewSet)
+# --------------------------------------------------------------------------------------------
+
+_CURSOR_OFFSET_CUTOFF = 1000  # rest_framework.pagination.CursorPagination.offset_cutoff
+
+
+def _page_size(ctx: Ctx, default: int, maximum: int) -> int:
+    """``get_page_size`` with ``page_size_query_param="page_size"``: capped at ``maximum``; a missing,
+    zero or invalid value falls back to ``default``."""
+    try:
+        return min(_positive_int(ctx.params["page_size"], strict=True), maximum)
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def _position(when: datetime) -> str:
+    """``CursorPagination._get_position_from_instance``: ``str()`` of the row's ``created_at``."""
+    return str(when.astimezone(tu.UTC))
+
+
+def _encode_cursor(ctx: Ctx, offset: int, reverse: bool, position: str | None) -> str:
+    """``CursorPagination.encode_cursor``: base64 of ``o=&r=&p=``, put into the request URL."""
+    tokens: dict[str, str] = {}
+    if offset:
+        tokens["o"] = str(offset)
+    if reverse:
+        tokens["r"] = "1"
+    if position is not None:
+        tokens["p"] = position
+    encoded = base64.b64encode(urlencode(tokens, doseq=True).encode("ascii")).decode("ascii")
+    return replace_query_param(ctx.url(), "cursor", encoded)
+
+
+def _decode_cursor(ctx: Ctx) -> tuple[int, bool, str | None] | None:
+    raw = ctx.params.get("cursor")
+    if raw is None:
+        return None
+    try:
+        tokens = parse_qs(base64.b64decode(raw.encode("ascii")).decode("ascii"), keep_blank_values=True)
+        offset = min(_positive_int(tokens.get("o", ["0"])[0], strict=False), _CURSOR_OFFSET_CUTOFF)
+        reverse = bool(int(tokens.get("r", ["0"])[0]))
+        position = tokens.get("p", [None])[0]
+        if position is not None:
+            tu.parse_datetime(position)  # Django would fail on a position it cannot compare
+    except (TypeError, ValueError, UnicodeError):
+        raise not_found("Invalid cursor") from None
+    return offset, reverse, position
+
+
+def drf_cursor_page(ctx: Ctx, entries: list, ordering: tuple[str, str], page_size: int,
+                    created: Callable[[Any], datetime], follow: bool = False) -> Result:
+    """DRF ``CursorPagination.paginate_queryset``/``get_next_link``/``get_previous_link`` over
+    ``entries`` (already filtered), ordered by ``ordering`` (``("-created_at", "-id")`` or
+    ``("created_at", "id")``). The cursor holds the first ordering field only (``created_at``) plus an
+    offset into the rows that share it; the filter on the position is strict. ``follow``
+    (TailFollowingCursorPagination): an ascending last page still gets a ``next``."""
+    desc = ordering[0].startswith("-")
+    forward = sorted(entries, key=lambda e: (created(e), e.item["id"]), reverse=desc)
+    cursor = _decode_cursor(ctx)
+    offset, reverse, current = cursor if cursor else (0, False, None)
+    rows = list(reversed(forward)) if reverse else forward
+    if current is not None:
+        pos = tu.parse_datetime(current)
+        if reverse != desc:  # (cursor reversed) XOR (queryset reversed): created_at < position
+            rows = [e for e in rows if created(e) < pos]
+        else:
+            rows = [e for e in rows if created(e) > pos]
+    results = rows[offset:offset + page_size + 1]
+    page = results[:page_size]
+    following = _position(created(results[-1])) if len(results) > len(page) else None
+    if reverse:
+        page = list(reversed(page))
+        has_next, has_previous = current is not None or offset > 0, following is not None
+        next_position, previous_position = current, following
+    else:
+        has_next, has_previous = following is not None, current is not None or offset > 0
+        next_position, previous_position = following, current
+    positions = [_position(created(e)) for e in page]
+
+    def next_link() -> str | None:
+        if not has_next:
+            if follow and not desc:  # TailFollowingCursorPagination.get_next_link
+                if not page:
+                    return _encode_cursor(ctx, offset, reverse, current) if cursor else None
+                return _encode_cursor(ctx, 0, False, positions[-1])
+            return None
+        compare = positions[-1] if (page and cursor and reverse and offset) else next_position
+        off, unique = 0, False
+        position = None
+        for position in reversed(positions):  # the last row whose position differs from the one after it
+            if position != compare:
+                unique = True
+                break
+            compare = position
+            off += 1
+        if page and not unique:
+            if not has_previous:
+                off, position = page_size, None
+            elif reverse:
+                off, position = 0, previous_position
+            else:
+                off, position = offset + page_size, previous_position
+        if not page:
+            position = next_position
+        return _encode_cursor(ctx, off, False, position)
+
+    def previous_link() -> str | None:
+        if not has_previous:
+            return None
+        compare = positions[0] if (page and cursor and not reverse and offset) else previous_position
+        off, unique = 0, False
+        position = None
+        for position in positions:
+            if position != compare:
+                unique = True
+                break
+            compare = position
+            off += 1
+        if page and not unique:
+            if not has_next:
+                off, position = page_size, None
+            elif reverse:
+                off, position = offset + page_size, next_position
+            else:
+                off, position = 0, next_position
+        if not page:
+            position = previous_position
+        return _encode_cursor(ctx, off, True, position)
+
+    return Result({"next": next_link(), "previous": previous_link(), "results": [e.item for e in page]}, len(page))
+
+
+def _page_number_page(ctx: Ctx, entries: list, page_size: int) -> Result:
+    """DRF ``PageNumberPagination`` (ActivityLogPagination with ``page``): ``{count, next, previous,
+    results}``; a page past the end or not a number is 404 ``Invalid page.``"""
+    count = len(entries)
+    pages = max(1, -(-count // page_size))
+    raw = ctx.params.get("page") or "1"
+    try:
+        number = pages if raw == "last" else int(raw)
+    except ValueError:
+        raise not_found("Invalid page.") from None
+    if number < 1 or number > pages:
+        raise not_found("Invalid page.")
+    page = entries[(number - 1) * page_size:number * page_size]
+    url = ctx.url()
+    nxt = replace_query_param(url, "page", number + 1) if number < pages else None
+    prev = None
+    if number > 1:
+        prev = remove_query_param(url, "page") if number - 1 == 1 else replace_query_param(url, "page", number - 1)
+    return Result({"count": count, "next": nxt, "previous": prev, "results": [e.item for e in page]}, len(page))
+
+
+def activity_log_list(ctx: Ctx) -> Result:
+    """``GET /api/projects/{id}/activity_log/`` (ActivityLogViewSet, scope ``activity_log:read``):
+    the project's entries; filters ``scope``, ``scopes`` (comma-separated), ``item_id`` (exact);
+    ``ordering=created_at`` for oldest first (default ``-created_at``, ``id`` breaking ties);
+    DRF cursor paging of 100 (``page_size`` up to 1000) with the cursor in ``next``/``previous``, or
+    with ``page`` DRF page-number paging. ``follow=true`` keeps an ascending ``next`` alive."""
+    entries = ctx.store.resources.entries("activity_log", ctx.project_id)
+    if ctx.params.get("scope"):
+        entries = [e for e in entries if e.item["scope"] == ctx.params["scope"]]
+    if ctx.params.get("scopes"):
+        wanted = set(ctx.params["scopes"].split(","))
+        entries = [e for e in entries if e.item["scope"] in wanted]
+    if ctx.params.get("item_id"):
+        entries = [e for e in entries if e.item["item_id"] == ctx.params["item_id"]]
+    ascending = ctx.params.get("ordering") == "created_at"
+    ordering = ("created_at", "id") if ascending else ("-created_at", "-id")
+    created = (lambda e: e.extra["created"])  # noqa: E731
+    if ctx.params.get("page"):
+        ordered = sorted(entries, key=lambda e: (created(e), e.item["id"]), reverse=not ascending)
+        return _page_number_page(ctx, ordered, _page_size(ctx, 100, 1000))
+    return drf_cursor_page(ctx, entries, ordering, _page_size(ctx, 100, 1000), created,
+                           follow=ctx.params.get("follow") == "true")
+
+
 def resource_detail(kind: str) -> Callable[[Ctx, str], Result]:
     def handler(ctx: Ctx, item_id: str) -> Result:
         item = ctx.store.resources.find(kind, ctx.project_id, item_id)
@@ -641,6 +819,49 @@ def persons_list(ctx: Ctx) -> Result:
     if total is not None:
         body["count"] = total
     return Result(body, len(rows))
+
+
+def format_query_params_absolute_url(ctx: Ctx, offset: int | None) -> str:
+    """``posthog.utils.format_query_params_absolute_url(request, offset)``: ``offset=N`` replaced in
+    (or appended to) the absolute request URL, the rest untouched; an offset of 0 is falsy there, so
+    the URL comes back unchanged (the ``previous`` of the second page is the second page again)."""
+    url = ctx.url()
+    if offset:
+        if re.search(r"([&?]offset=)(\d+)", url):
+            url = re.sub(r"([&?]offset=)(\d+)", lambda m: f"{m.group(1)}{offset}", url)
+        else:
+            url += ("&" if "?" in url else "?") + f"offset={offset}"
+    return url
+
+
+def cohort_persons(ctx: Ctx, cohort_id: str) -> Result:
+    """``GET /api/projects/{id}/cohorts/{cohort_id}/persons/`` (CohortViewSet.persons,
+    posthog/api/cohort.py; scopes ``cohort:read`` and ``person:read``): the cohort's persons
+    (``Store.cohort_members``), ``limit`` (default 100) and ``offset`` from PostHog's Filter; a page
+    is chosen ``created_at DESC, id DESC`` (PersonQuery) and served ``created_at DESC, uuid``
+    (get_serialized_people, at most 10 distinct ids each). ``{"results", "next", "previous"}``:
+    ``next`` whenever the page came back full, ``previous`` when ``offset - limit >= 0``, both from
+    ``format_query_params_absolute_url``. A deleted cohort's persons are still served (only the
+    list hides deleted cohorts); another project's cohort is a 404."""
+    cohort = None
+    if cohort_id.isdigit():
+        cohort = next((e for e in ctx.store.resources.rows["cohorts"]
+                       if e.team_id == ctx.project_id and e.item["id"] == int(cohort_id)), None)
+    if cohort is None:
+        raise not_found()
+    limit = _int_param(ctx, "limit", 0) or 100  # `if not filter.limit: LIMIT 100`
+    offset = _int_param(ctx, "offset", 0)
+    clause, args = ctx.store.cohort_member_clause(cohort.item["id"])
+    with ctx.store.read() as conn:
+        rows = conn.execute(f"{_PERSON_SQL}{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                            [ctx.project_id, *args, limit, offset]).fetchall()
+    items = [_person_item(r) for r in sorted(rows, key=lambda r: r[0])]
+    items.sort(key=lambda p: p["created_at"], reverse=True)  # created_at DESC, uuid (ascending) within
+    for item in items:
+        item["distinct_ids"] = item["distinct_ids"][:10]
+    nxt = format_query_params_absolute_url(ctx, offset + limit) if len(rows) >= limit else None
+    prev = format_query_params_absolute_url(ctx, offset - limit) if offset - limit >= 0 else None
+    return Result({"results": items, "next": nxt, "previous": prev}, len(items))
 
 
 def person_detail(ctx: Ctx, item_id: str) -> Result:

@@ -26,6 +26,7 @@ ORGANIZATION_ID = "0190f3bf-5a4e-7000-8a1b-4c2d3e4f5a6b"
 #: Every read scope PostHog knows for the resources this connector reads.
 READ_SCOPES = (
     "action:read",
+    "activity_log:read",
     "annotation:read",
     "cohort:read",
     "dashboard:read",
@@ -71,6 +72,8 @@ _ALL_KEYS = (
     ApiKey("no_persons", "phx_emu_no_persons_5e4d3c2b1a0f9e8d7c6b5a4938271605", tuple(s for s in READ_SCOPES if s != "person:read")),
     ApiKey("no_recordings", "phx_emu_no_recordings_3b2a19f8e7d6c5b4a3928170f6e5d4c3", tuple(s for s in READ_SCOPES if s != "session_recording:read")),
     ApiKey("other_project", "phx_emu_other_project_7c6b5a49382716059f8e7d6c5b4a3921", ("*",), (999,)),
+    ApiKey("no_activity_log", "phx_emu_no_activity_log_8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a",
+           tuple(s for s in READ_SCOPES if s != "activity_log:read")),
 )
 
 #: name -> secret key string (what tests and the connector config use).
@@ -99,4 +102,11 @@ RESOURCE_SCOPES: dict[str, str] = {
     "dashboards": "dashboard:read",
     "experiments": "experiment:read",
     "surveys": "survey:read",
+    "activity_log": "activity_log:read",  # ActivityLogViewSet.scope_object (posthog/api/advanced_activity_logs/viewset.py)
+}
+
+#: Scopes of the nested views, each needed (APIScopePermission names the first one missing):
+#: CohortViewSet.persons has ``required_scopes=["cohort:read", "person:read"]`` (posthog/api/cohort.py).
+SUBRESOURCE_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("cohorts", "persons"): ("cohort:read", "person:read"),
 }

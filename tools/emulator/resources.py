@@ -15,6 +15,7 @@ import string
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from . import timeutil as tu
 from .keys import EMPTY_PROJECT_ID, KOLKATA_PROJECT_ID, ORGANIZATION_ID, PROJECT_ID, SECOND_PROJECT_ID
@@ -53,7 +54,15 @@ GROUP_TYPES = {PROJECT_ID: (("company", "companies", 180), ("project", "projects
 GROUPS_PAGE_SIZE = 100  # fixed by PostHog (list_groups), no `limit` parameter
 PROPERTY_DEFINITION_SIZES = {"event": (160, 3), "person": (120, 3), "session": (110, 3), "group": (105, 3)}
 RECORDINGS_RECENT, RECORDINGS_ONGOING, RECORDINGS_OLD, RECORDINGS_P3 = 90, 15, 210, 4
+#: ActivityLog ``scope`` of each kind the activity log describes (posthog/models/activity_logging/activity_log.py).
+ACTIVITY_SCOPES = {"feature_flags": "FeatureFlag", "insights": "Insight", "experiments": "Experiment",
+                   "cohorts": "Cohort", "dashboards": "Dashboard"}
+ACTIVITY_PAGE = 100  # ActivityLogPagination's page size (posthog/api/advanced_activity_logs/viewset.py)
 
+
+def activity_order(entry: "Entry") -> tuple:
+    """The ascending key of ActivityLogPagination's ordering (``created_at``, ``id``); its default is the reverse."""
+    return entry.extra["created"], entry.item["id"]
 
 _WORDS = ("signup", "checkout", "billing", "pricing", "onboarding", "dashboard", "export", "search", "invite",
           "settings", "mobile", "beta", "trial", "churn", "retention", "activation", "referral", "upgrade",
@@ -106,6 +115,7 @@ class Resources:
                               ("surveys", self._survey)):
             self.rows[kind] = self._build(kind, builder)
         self.rows["group_types"], self.rows["groups"] = self._groups()
+        self.rows["activity_log"] = self._activity_log()  # last: it describes the rows above
 
     # -- generic --------------------------------------------------------------------------
 
@@ -632,6 +642,85 @@ class Resources:
         }
         return Entry(team, item, hidden, {"created_at": created})  # hidden: a product-tour survey
 
+    # -- activity log (posthog/api/advanced_activity_logs/viewset.py) ------------------------
+
+    def _activity_log(self) -> list[Entry]:
+        """ActivityLog rows (posthog/models/activity_logging/activity_log.py) for the flags,
+        insights, experiments, cohorts and dashboards of projects 2 and 3: ``created`` at each row's
+        creation, ``updated`` at its change time (``updated_at``/``last_modified_at``), ``deleted``
+        for the deleted ones; ``detail`` is PostHog's Detail dataclass as JSON (name, short_id, type,
+        changes, trigger, context). In each project the rows at the edges of PostHog's pages of 100
+        (``-created_at, -id``) share their ``created_at`` (three rows at the second edge), so cursor
+        paging has to use its offset there. Built after every other kind, from its own RNG."""
+        rng = random.Random(f"{self.seed}/activity_log")
+        out: list[Entry] = []
+        for kind in ACTIVITY_SCOPES:
+            for e in self.rows[kind]:
+                out += self._activities_of(rng, kind, e)
+        for team in (PROJECT_ID, SECOND_PROJECT_ID):
+            rows = sorted((a for a in out if a.team_id == team), key=activity_order, reverse=True)
+            for edge in range(ACTIVITY_PAGE, len(rows), ACTIVITY_PAGE):
+                tied = rows[edge:edge + (2 if edge == 2 * ACTIVITY_PAGE else 1)]
+                for a in tied:
+                    self._set_activity_time(a, rows[edge - 1].extra["created"])
+        return out
+
+    @staticmethod
+    def _set_activity_time(entry: Entry, when: datetime) -> None:
+        entry.extra["created"] = when
+        entry.item = {**entry.item, "created_at": tu.iso_z(when)}
+
+    def _activity(self, rng: random.Random, kind: str, team: int, item_id: Any, activity: str, when: datetime,
+                  user: dict | None, name: str | None, changes: list | None, short_id: str | None = None) -> Entry:
+        system = user is None
+        item = {
+            "id": _uuid(rng, when), "user": user, "unread": False, "team_id": team, "organization_id": ORGANIZATION_ID,
+            "was_impersonated": False if not system else None, "is_system": system,
+            "client": None if system else rng.choice((None, None, "posthog-js", "mcp")),
+            "ip_address": None if system else f"192.0.2.{rng.randrange(1, 255)}",
+            "activity": activity, "item_id": str(item_id), "scope": ACTIVITY_SCOPES[kind],
+            "detail": {"name": name, "short_id": short_id, "type": None, "changes": changes, "trigger": None,
+                       "context": None},
+            "created_at": tu.iso_z(when),
+        }
+        return Entry(team, item, False, {"created": when, "kind": kind})
+
+    def _activities_of(self, rng: random.Random, kind: str, e: Entry) -> list[Entry]:
+        item, team = e.item, e.team_id
+        scope = ACTIVITY_SCOPES[kind]
+        name = item.get("key") if kind == "feature_flags" else (item.get("name") or item.get("derived_name"))
+        short_id = item.get("short_id")
+        created = e.extra.get("created_at") or tu.parse_datetime(item["created_at"])
+        after = lambda t: min(self.base, t + timedelta(microseconds=rng.randrange(1_000, 900_000)))  # noqa: E731
+        out = [self._activity(rng, kind, team, item["id"], "created", after(created), item.get("created_by"), name,
+                              None, short_id)]
+        changed = {"feature_flags": e.extra.get("updated_at"), "insights": e.extra.get("last_modified_at"),
+                   "experiments": e.extra.get("updated_at")}.get(kind)
+        if kind in ("cohorts", "dashboards") and rng.random() < 0.3:
+            changed = min(self.base, created + timedelta(days=rng.random() * 20))
+        last = created
+        if changed is not None and changed > created:
+            field_, before, now_ = {
+                "feature_flags": ("filters", {"groups": [{"properties": [], "rollout_percentage": 10}]}, item.get("filters")),
+                "insights": ("query", None, item.get("query")),
+                "experiments": ("description", "", item.get("description")),
+                "cohorts": ("filters", None, item.get("filters")),
+                "dashboards": ("pinned", not item.get("pinned"), item.get("pinned")),
+            }[kind]
+            user = item.get("last_modified_by") or item.get("created_by")
+            if rng.random() < 0.02:
+                user = None  # done by PostHog itself (is_system)
+            out.append(self._activity(rng, kind, team, item["id"], "updated", after(changed), user, name,
+                                      [{"type": scope, "action": "changed", "field": field_, "before": before,
+                                        "after": now_}], short_id))
+            last = changed
+        if e.hidden and (kind != "dashboards" or item.get("deleted")):
+            gone = min(self.base, last + timedelta(hours=1 + rng.random() * 200))
+            out.append(self._activity(rng, kind, team, item["id"], "deleted", after(gone), item.get("created_by"), name,
+                                      [{"type": scope, "action": "changed", "field": "deleted", "before": False,
+                                        "after": True}], short_id))
+        return out
+
     # -- reading ----------------------------------------------------------------------------
 
     def entries(self, kind: str, project_id: int) -> list[Entry]:
@@ -668,6 +757,8 @@ class Resources:
             rows.sort(key=lambda e: (not e.item["pinned"], e.item["name"]))
         elif kind in ("experiments", "surveys"):  # -created_at (surveys: PostHog's order not found, § 14.5)
             rows.sort(key=lambda e: (e.extra["created_at"], str(e.item["id"])), reverse=True)
+        elif kind == "activity_log":  # -created_at, -id (ActivityLogPagination)
+            rows.sort(key=activity_order, reverse=True)
         elif kind == "group_types":
             rows.sort(key=lambda e: e.extra["group_type_index"])
         elif kind == "groups":  # group_type_index, then created_at DESC, key DESC (list_groups)
