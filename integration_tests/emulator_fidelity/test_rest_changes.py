@@ -1,5 +1,5 @@
-"""The REST lists a client reads by change time, the activity log and the cohort persons list,
-against PostHog's source (docs/posthog-api.md § 20.5; the README
+"""The REST lists a client reads by change time, the activity log, the cohort persons list and the
+mutations that move change times, against PostHog's source (docs/posthog-api.md § 20.5; the README
 of tools/emulator names each file):
 
 - insights: ``order`` (any model field) and ``date_from``/``date_to`` strict on ``last_modified_at``;
@@ -7,7 +7,8 @@ of tools/emulator names each file):
 - feature_flags: ``order`` straight into ORDER BY (default ``-created_at``), archived flags only when asked;
 - cohorts, dashboards, surveys, actions: no change-time order (an ``order`` is ignored);
 - ``activity_log/``: DRF cursor pages of 100 on ``-created_at, -id``, ties at the page edges;
-- ``cohorts/{id}/persons/``: limit/offset pages as PostHog's CohortViewSet.persons builds them.
+- ``cohorts/{id}/persons/``: limit/offset pages as PostHog's CohortViewSet.persons builds them;
+- ``mutate(...)``: edits and creations whose ids the mutation returns, each with an activity entry.
 
     python -m pytest integration_tests/emulator_fidelity/test_rest_changes.py -q
 """
@@ -29,6 +30,13 @@ BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(h
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
+    with EmulatorServer(EmulatorConfig(events=300, seed=11, base_time=BASE, data_dir=tmp_path_factory.mktemp("emu"))) as e:
+        yield e
+
+
+@pytest.fixture()
+def fresh(tmp_path_factory):
+    """An emulator of its own, for the tests that mutate."""
     with EmulatorServer(EmulatorConfig(events=300, seed=11, base_time=BASE, data_dir=tmp_path_factory.mktemp("emu"))) as e:
         yield e
 
@@ -317,3 +325,54 @@ def test_cohort_persons_scopes_and_which_cohorts(emu):
     assert get(emu, "/api/projects/2/cohorts/abc/persons/").status_code == 404
     assert get(emu, f"/api/projects/2/cohorts/{cohort_id}/people/").status_code == 404
     assert emu.app.store.cohort_members(2, cohort_id) == [p for c, p in emu.ground_truth("cohort_membership") if c == cohort_id]
+
+
+# -- mutations ----------------------------------------------------------------------------------
+
+
+def test_mutations_move_change_times_and_report_exactly_what_changed(fresh):
+    since = datetime.now(timezone.utc) - timedelta(seconds=2)
+    before_log = fresh.ground_truth("activity_log")
+    result = fresh.mutate(updated_insights=4, new_insights=2, updated_experiments=3, new_experiments=1,
+                          updated_feature_flags=5, new_feature_flags=2, new_activity_log=3)
+    changed = {kind: set(result[kind]["new"]) | set(result[kind]["updated"])
+               for kind in ("insights", "experiments", "feature_flags")}
+    assert [len(result[k]["updated"]) for k in ("insights", "experiments", "feature_flags")] == [4, 3, 5]
+    assert [len(result[k]["new"]) for k in ("insights", "experiments", "feature_flags")] == [2, 1, 2]
+    stamp = since.isoformat().replace("+00:00", "Z")
+    assert {r["id"] for r in follow(fresh, f"/api/projects/2/insights/?date_from={stamp}&basic=true")} == changed["insights"]
+    experiments = follow(fresh, "/api/projects/2/experiments/?order=-updated_at") + follow(
+        fresh, "/api/projects/2/experiments/?archived=true")
+    assert {r["id"] for r in experiments if ts(r["updated_at"]) > since} == changed["experiments"]
+    flags = follow(fresh, "/api/projects/2/feature_flags/")
+    assert {r["id"] for r in flags if ts(r["updated_at"] or r["created_at"]) > since} == changed["feature_flags"]
+    new_flags = [r for r in flags if r["id"] in result["feature_flags"]["new"]]
+    assert all(r["updated_at"] is None and r["version"] == 1 for r in new_flags)  # created, never edited
+    log = fresh.ground_truth("activity_log")
+    added = result["activity_log"]["new"]
+    assert log[:len(added)] == added and log[len(added):] == before_log
+    assert len(added) == 4 + 2 + 3 + 1 + 5 + 2 + 3
+    entries = follow(fresh, "/api/projects/2/activity_log/?page_size=1000")[:len(added)]
+    assert all(ts(a["created_at"]) > since for a in entries)
+    logged = {(a["scope"], a["item_id"], a["activity"]) for a in entries}
+    for kind, scope in (("insights", "Insight"), ("experiments", "Experiment"), ("feature_flags", "FeatureFlag")):
+        assert {(scope, str(i), "updated") for i in result[kind]["updated"]} <= logged
+        assert {(scope, str(i), "created") for i in result[kind]["new"]} <= logged
+    assert len({a["created_at"] for a in entries}) < len(entries), "entries of one instant (ties)"
+
+
+def test_an_edited_flag_moves_its_version_and_an_edited_insight_its_last_modified_at(fresh):
+    flags = {r["id"]: r for r in follow(fresh, "/api/projects/2/feature_flags/")}
+    insights = {r["id"]: r for r in follow(fresh, "/api/projects/2/insights/?basic=true")}
+    result = fresh.mutate(updated_feature_flags=2, updated_insights=2)
+    for fid in result["feature_flags"]["updated"]:
+        now = body(fresh, f"/api/projects/2/feature_flags/{fid}/")
+        assert now["version"] == (flags[fid]["version"] or 1) + 1 and now["filters"] != flags[fid]["filters"]
+        assert ts(now["updated_at"]) > ts(flags[fid]["updated_at"] or flags[fid]["created_at"])
+    for iid in result["insights"]["updated"]:
+        now = body(fresh, f"/api/projects/2/insights/{iid}/?basic=true")
+        assert now["last_modified_at"] == now["updated_at"] and ts(now["last_modified_at"]) > ts(insights[iid]["last_modified_at"])
+        assert now["created_at"] == insights[iid]["created_at"]
+    assert "insights" not in fresh.mutate()  # no resource change asked: none reported
+    with pytest.raises(RuntimeError, match="400"):
+        fresh.mutate(updated_dashboards=1)  # not a mutation the emulator knows

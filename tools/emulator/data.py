@@ -794,7 +794,7 @@ class Store:
                new_annotations: int = 0, updated_annotations: int = 0, new_session_recordings: int = 0,
                grow_ongoing_recordings: bool = False, new_persons: int = 0,
                visibility_delay_seconds: float | None = None, new_sessions: int = 0,
-               grow_ongoing_sessions: bool = False) -> dict:
+               grow_ongoing_sessions: bool = False, **resource_changes: int) -> dict:
         """Change the world between two syncs, in real time ("now").
 
         - new events: timestamps after the current max timestamp and ≤ now − 5 min, created_at = now;
@@ -810,7 +810,12 @@ class Store:
           timestamp: a session a settle-window reader cannot be asked to see again) and ``final``
           (id → ``$start_timestamp``, ``$end_timestamp``, ``events`` after the mutation);
         - ``visibility_delay_seconds``: the new and late events become queryable only at created_at + this
-          (default: the run-wide delay, see :meth:`visibility_clause`).
+          (default: the run-wide delay, see :meth:`visibility_clause`);
+        - ``resource_changes``: ``updated_insights``, ``new_insights``, ``updated_experiments``,
+          ``new_experiments``, ``updated_feature_flags``, ``new_feature_flags``, ``new_activity_log``
+          (``Resources.mutate_changes``: the change times move to now, one activity-log entry each);
+          ``result`` then has ``insights``/``experiments``/``feature_flags`` ``{"new", "updated"}`` and
+          ``activity_log`` ``{"new"}``.
         """
         with self.write_lock:
             self._mutations += 1
@@ -833,6 +838,9 @@ class Store:
                                            visibility_delay_seconds)
             if new_annotations or updated_annotations:
                 result["annotations"] = self.resources.mutate_annotations(rng, now, new_annotations, updated_annotations)
+            if resource_changes:  # REST resources read by change time, and the activity log (own RNG)
+                result.update(self.resources.mutate_changes(
+                    random.Random(f"{self.params.seed}/mutation/{self._mutations}/resources"), now, **resource_changes))
             if new_session_recordings or grow_ongoing_recordings:
                 result["session_recordings"] = self.resources.mutate_recordings(
                     rng, now, new_session_recordings, grow_ongoing_recordings)

@@ -810,6 +810,108 @@ class Resources:
                 added.append(entry.item["id"])
             return {"new": added, "updated": [e.item["id"] for e in changed]}
 
+    #: ``mutate(...)`` arguments of :meth:`mutate_changes` (the resources read by change time).
+    CHANGE_KINDS = ("insights", "experiments", "feature_flags")
+
+    def mutate_changes(self, rng: random.Random, now: datetime, updated_insights: int = 0, new_insights: int = 0,
+                       updated_experiments: int = 0, new_experiments: int = 0, updated_feature_flags: int = 0,
+                       new_feature_flags: int = 0, new_activity_log: int = 0) -> dict:
+        """Edits and creations in project 2 at real time "now", each with its activity-log entry.
+
+        - an edited insight gets ``last_modified_at = updated_at`` = its edit time (and a new name);
+          an experiment ``updated_at`` (and a new description); a flag ``updated_at``, ``version`` + 1,
+          ``last_modified_by`` (and a new rollout); archived flags are not edited;
+        - a new one is created at its creation time, never edited (insight ``last_modified_at`` =
+          ``created_at``, flag ``updated_at`` null, experiment a draft);
+        - each change time is ``now`` minus under a second; the edits of one call share one instant
+          two by two (ties), the activity-log entry is 1 ms later;
+        - ``new_activity_log`` adds that many more entries (dashboard and cohort updates), two of them
+          with the same ``created_at``.
+
+        Returns ``{kind: {"new": [ids], "updated": [ids]}}`` and ``{"activity_log": {"new": [ids]}}``."""
+        asked = {"insights": (new_insights, updated_insights), "experiments": (new_experiments, updated_experiments),
+                 "feature_flags": (new_feature_flags, updated_feature_flags)}
+        with self.lock:
+            result: dict[str, dict] = {kind: {"new": [], "updated": []} for kind in self.CHANGE_KINDS}
+            logged: list[Entry] = []
+            for kind, (new, updated) in asked.items():
+                rows = self.rows[kind]
+                candidates = [e for e in rows if not e.hidden and e.team_id == PROJECT_ID and not e.extra.get("archived")]
+                instant = None
+                for i, e in enumerate(rng.sample(candidates, min(updated, len(candidates)))):
+                    if i % 2 == 0:
+                        instant = now - timedelta(microseconds=rng.randrange(1, 1_000_000))
+                    logged.append(self._edit(rng, kind, e, instant))
+                    result[kind]["updated"].append(e.item["id"])
+                builder = {"insights": self._insight, "experiments": self._experiment,
+                           "feature_flags": self._feature_flag}[kind]
+                for _ in range(new):
+                    created = now - timedelta(microseconds=rng.randrange(1, 1_000_000))
+                    entry = builder(rng, self._next_id(kind), PROJECT_ID, created, False, len(rows))
+                    self._as_new(kind, entry, created)
+                    rows.append(entry)
+                    logged.append(self._activity(rng, kind, PROJECT_ID, entry.item["id"], "created",
+                                                 created + timedelta(milliseconds=1), entry.item["created_by"],
+                                                 self._display_name(kind, entry.item), None, entry.item.get("short_id")))
+                    result[kind]["new"].append(entry.item["id"])
+            extra = [e for kind in ("dashboards", "cohorts") for e in self.rows[kind] if not e.hidden and e.team_id == PROJECT_ID]
+            shared = now - timedelta(microseconds=rng.randrange(1, 1_000_000))
+            for i, e in enumerate(rng.sample(extra, min(new_activity_log, len(extra)))):
+                kind = "dashboards" if e in self.rows["dashboards"] else "cohorts"
+                when = shared if i < 2 else now - timedelta(microseconds=rng.randrange(1, 1_000_000))
+                field_ = "pinned" if kind == "dashboards" else "name"
+                logged.append(self._activity(rng, kind, PROJECT_ID, e.item["id"], "updated", when, _user(rng),
+                                             e.item.get("name"), [{"type": ACTIVITY_SCOPES[kind], "action": "changed",
+                                                                   "field": field_, "before": None,
+                                                                   "after": e.item.get(field_)}]))
+            self.rows["activity_log"].extend(logged)
+            result["activity_log"] = {"new": [a.item["id"] for a in sorted(logged, key=activity_order, reverse=True)]}
+            return result
+
+    @staticmethod
+    def _display_name(kind: str, item: dict) -> str | None:
+        return item.get("key") if kind == "feature_flags" else (item.get("name") or item.get("derived_name"))
+
+    def _edit(self, rng: random.Random, kind: str, e: Entry, when: datetime) -> Entry:
+        """One edit of ``e`` at ``when`` (its new change time) and the activity-log entry that records it."""
+        user = _user(rng)
+        if kind == "insights":
+            before = e.item["name"]
+            e.item = {**e.item, "name": f"{before or e.item['derived_name']} (edited)", "last_modified_at": tu.iso_z(when),
+                      "updated_at": tu.iso_z(when), "last_modified_by": user}
+            e.extra.update(last_modified_at=when, updated_at=when)
+            change = {"field": "name", "before": before, "after": e.item["name"]}
+        elif kind == "experiments":
+            before = e.item["description"]
+            e.item = {**e.item, "description": (before or "") + " (edited)", "updated_at": tu.iso_z(when)}
+            e.extra["updated_at"] = when
+            change = {"field": "description", "before": before, "after": e.item["description"]}
+        else:
+            before = e.item["filters"]
+            groups = [{**g, "rollout_percentage": rng.choice((5, 20, 40, 60, 80))} for g in before["groups"]]
+            e.item = {**e.item, "filters": {**before, "groups": groups}, "updated_at": tu.iso_z(when),
+                      "version": (e.item["version"] or 1) + 1, "last_modified_by": user}
+            e.extra["updated_at"] = when
+            change = {"field": "filters", "before": before, "after": e.item["filters"]}
+        return self._activity(rng, kind, PROJECT_ID, e.item["id"], "updated", when + timedelta(milliseconds=1), user,
+                              self._display_name(kind, e.item),
+                              [{"type": ACTIVITY_SCOPES[kind], "action": "changed", **change}], e.item.get("short_id"))
+
+    def _as_new(self, kind: str, entry: Entry, created: datetime) -> None:
+        """A row just created: its change time is its creation time."""
+        stamp = tu.iso_z(created)
+        if kind == "insights":
+            entry.item.update(created_at=stamp, updated_at=stamp, last_modified_at=stamp, last_viewed_at=None)
+            entry.extra.update(created_at=created, updated_at=created, last_modified_at=created)
+        elif kind == "experiments":
+            entry.item.update(created_at=stamp, updated_at=stamp, start_date=None, end_date=None, status="draft",
+                              conclusion=None, archived=False)
+            entry.extra.update(created_at=created, updated_at=created, archived=False)
+        else:
+            entry.item.update(created_at=stamp, updated_at=None, version=1, last_modified_by=None, active=True,
+                              archived=False, status="active", last_called_at=None)
+            entry.extra.update(created_at=created, updated_at=None, archived=False)
+
     def mutate_recordings(self, rng: random.Random, now: datetime, new: int, grow: bool) -> dict:
         """New recordings, and ongoing ones that grew (later end_time, longer duration, same start_time)."""
         with self.lock:
