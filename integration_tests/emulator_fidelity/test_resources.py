@@ -10,6 +10,7 @@ import base64
 import json
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,25 +22,10 @@ from tools.emulator.keys import READ_SCOPES, RESOURCE_SCOPES
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
-DASHBOARD_FIELDS = {  # DashboardBasicSerializer (posthog/api/dashboards/dashboard.py)
-    "id", "name", "description", "pinned", "created_at", "created_by", "last_accessed_at", "last_viewed_at", "is_shared",
-    "deleted", "creation_mode", "tags", "restriction_level", "effective_restriction_level", "effective_privilege_level",
-    "user_access_level", "access_control_version", "last_refresh", "team_id",
-}
-EXPERIMENT_FIELDS = {  # ExperimentBasicSerializer (products/experiments/backend/presentation/serializers.py)
-    "id", "name", "description", "start_date", "end_date", "feature_flag_key", "feature_flag", "holdout",
-    "exposure_cohort", "parameters", "running_time_calculation", "excluded_variants", "archived", "deleted",
-    "created_by", "created_at", "updated_at", "type", "conclusion", "conclusion_comment", "status", "is_legacy",
-    "user_access_level",
-}
-SURVEY_FIELDS = {  # SurveySerializer (posthog/api/survey.py)
-    "id", "name", "description", "type", "schedule", "linked_flag", "linked_flag_id", "linked_insight_id",
-    "targeting_flag", "internal_targeting_flag", "questions", "conditions", "appearance", "created_at", "created_by",
-    "start_date", "end_date", "archived", "responses_limit", "feature_flag_keys", "iteration_count",
-    "iteration_frequency_days", "iteration_start_dates", "current_iteration", "current_iteration_start_date",
-    "response_sampling_start_date", "response_sampling_interval_type", "response_sampling_interval",
-    "response_sampling_limit", "response_sampling_daily_limits", "enable_partial_responses", "user_access_level",
-}
+_FIELDS = json.loads((Path(__file__).resolve().parents[2] / "tools/emulator/serializer_fields.json").read_text())["streams"]
+DASHBOARD_FIELDS = set(_FIELDS["dashboards"]["fields"])  # DashboardBasicSerializer (posthog/api/dashboards/dashboard.py)
+EXPERIMENT_FIELDS = set(_FIELDS["experiments"]["fields"])  # ExperimentBasicSerializer
+SURVEY_FIELDS = set(_FIELDS["surveys"]["fields"])  # SurveySerializer (posthog/api/survey.py)
 GROUP_TYPE_FIELDS = {"group_type", "group_type_index", "name_singular", "name_plural", "detail_dashboard", "default_columns", "created_at"}
 GROUP_FIELDS = {"group_type_index", "group_key", "group_properties", "created_at"}
 

@@ -472,6 +472,18 @@ def _prune_cache(data_dir: Path, keep: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def cohort_member_rule(seed: int, cohort_id: int) -> tuple[int, int]:
+    """Who is in the emulator's cohort ``cohort_id``: a pure function of the seed, so the REST cohort
+    persons list (``GET /cohorts/{id}/persons/``, ``Store.cohort_members``) and a HogQL
+    ``cohort_people`` table can share it. A person is a member iff ``pk % modulus == remainder``
+    (``pk``: the persons row's integer key), with ``(modulus, remainder)`` drawn from the RNG
+    ``f"{seed}/cohort_members/{cohort_id}"``: cohorts of about 5 % to 50 % of the project's persons,
+    new persons (``mutate(new_persons=...)``) joining the cohorts their ``pk`` falls in."""
+    rng = random.Random(f"{seed}/cohort_members/{cohort_id}")
+    modulus = rng.choice((2, 3, 4, 5, 8, 10, 20))
+    return modulus, rng.randrange(modulus)
+
+
 class Store:
     """SQLite-backed events/persons plus in-memory resources, with copy-on-write mutations.
 
@@ -696,6 +708,19 @@ class Store:
                  "last_seen_at": tu.db_to_iso_z(last_seen) if last_seen else None}
                 for pid, created, props, identified, dids, last_seen in rows]
 
+    def cohort_member_clause(self, cohort_id: int) -> tuple[str, list]:
+        """The SQL condition on ``persons`` (`` AND ...``, parameters) of :func:`cohort_member_rule`."""
+        modulus, remainder = cohort_member_rule(self.params.seed, cohort_id)
+        return " AND pk % ? = ?", [modulus, remainder]
+
+    def cohort_members(self, project_id: int, cohort_id: int) -> list[str]:
+        """Person ids of cohort ``cohort_id`` in ``project_id``, PostHog's cohort persons order
+        (``created_at DESC, id DESC``, posthog/queries/person_query.py)."""
+        clause, args = self.cohort_member_clause(cohort_id)
+        with self.read() as conn:
+            return [r[0] for r in conn.execute(f"SELECT id FROM persons WHERE team_id = ?{clause} "
+                                               "ORDER BY created_at DESC, id DESC", [project_id, *args])]
+
     def event_count(self, team_id: int = PROJECT_ID) -> int:
         with self.read() as conn:
             return conn.execute("SELECT count(*) FROM events WHERE team_id=?", (team_id,)).fetchone()[0]
@@ -704,7 +729,7 @@ class Store:
 
     STREAMS = ("events", "persons", "projects", "cohorts", "feature_flags", "insights", "annotations", "actions",
                "session_recordings", "event_definitions", "property_definitions", "group_types", "groups",
-               "dashboards", "experiments", "surveys", "sessions")
+               "dashboards", "experiments", "surveys", "sessions", "activity_log", "cohort_membership")
 
     def ground_truth(self, stream: str | None = None, project_id: int = PROJECT_ID, visible_only: bool = False) -> Any:
         """Primary keys of everything the all_access key can read in ``project_id``. Events: every row
@@ -724,6 +749,9 @@ class Store:
                 return [r[0] for r in conn.execute(
                     f"SELECT sid FROM (SELECT {self._SESSION_OF_EVENT} AS sid, timestamp FROM events WHERE team_id=?{vis}) "
                     "WHERE sid IS NOT NULL AND sid <> '' GROUP BY sid ORDER BY min(timestamp), sid", [project_id, *vis_args])]
+        if stream == "cohort_membership":  # [cohort id, person id] of each listed cohort, in list order
+            return [[cid, pid] for cid in self.resources.ground_truth("cohorts", project_id)
+                    for pid in self.cohort_members(project_id, cid)]
         if stream == "persons":
             with self.read() as conn:
                 return [r[0] for r in conn.execute(
@@ -768,7 +796,7 @@ class Store:
                grow_ongoing_recordings: bool = False, new_persons: int = 0,
                visibility_delay_seconds: float | None = None, new_sessions: int = 0,
                grow_ongoing_sessions: bool = False, merge_persons: int | list = 0, delete_persons: int | list = 0,
-               update_persons: int | list = 0) -> dict:
+               update_persons: int | list = 0, **resource_changes: int) -> dict:
         """Change the world between two syncs, in real time ("now").
 
         - new events: timestamps after the current max timestamp and ≤ now − 5 min, created_at = now;
@@ -790,6 +818,11 @@ class Store:
           deleted (person and distinct ids, version + 100), ``update_persons`` updated (version + 1); each a
           count or explicit ids (``merge_persons=[[into, from]]``, ``delete_persons=[id]``, ``update_persons=[id]``);
           ``result["persons"]`` lists them (``merged``, ``deleted``, ``updated``, ``moved_distinct_ids``, ...).
+        - ``resource_changes``: ``updated_insights``, ``new_insights``, ``updated_experiments``,
+          ``new_experiments``, ``updated_feature_flags``, ``new_feature_flags``, ``new_activity_log``
+          (``Resources.mutate_changes``: the change times move to now, one activity-log entry each);
+          ``result`` then has ``insights``/``experiments``/``feature_flags`` ``{"new", "updated"}`` and
+          ``activity_log`` ``{"new"}``.
         """
         with self.write_lock:
             self._mutations += 1
@@ -814,6 +847,9 @@ class Store:
                                            visibility_delay_seconds)
             if new_annotations or updated_annotations:
                 result["annotations"] = self.resources.mutate_annotations(rng, now, new_annotations, updated_annotations)
+            if resource_changes:  # REST resources read by change time, and the activity log (own RNG)
+                result.update(self.resources.mutate_changes(
+                    random.Random(f"{self.params.seed}/mutation/{self._mutations}/resources"), now, **resource_changes))
             if new_session_recordings or grow_ongoing_recordings:
                 result["session_recordings"] = self.resources.mutate_recordings(
                     rng, now, new_session_recordings, grow_ongoing_recordings)

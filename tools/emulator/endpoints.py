@@ -21,6 +21,7 @@ import time
 import uuid as uuid_mod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
@@ -209,22 +210,104 @@ def cohorts_list(ctx: Ctx) -> Result:
     return drf_page(ctx, [e.item for e in entries])
 
 
+#: Every field each list serializer sends (tools/emulator/serializer_fields.json, read from PostHog's source).
+SERIALIZER_FIELDS: dict[str, dict] = orjson.loads((Path(__file__).with_name("serializer_fields.json")).read_bytes())["streams"]
+_INSIGHT_BASIC_FIELDS = tuple(SERIALIZER_FIELDS["insights"]["fields"])  # InsightBasicSerializer (basic=true)
+_INSIGHT_FIELDS = tuple(SERIALIZER_FIELDS["insights_full"]["fields"])  # InsightSerializer
+
+
+def field_error() -> ApiError:
+    """``queryset.order_by(<unknown field>)`` raises Django's FieldError, which no handler turns into a
+    4xx: PostHog answers its plain 500 (drf-exceptions-hog ``server_error``)."""
+    return ApiError(500, "server_error", "error", "A server error occurred.")
+
+
+def _tie_key(ctx: Ctx, entry) -> bytes:
+    """The order of rows that tie on a client-chosen ``order``: Postgres gives them none (no ``id``
+    tiebreak in PostHog's ORDER BY), and a top-N sort can return them differently for another
+    LIMIT/OFFSET. Here: an order that depends on the page asked for, so offset paging across a tie
+    group can skip or repeat rows, as it can against PostHog."""
+    limit, offset = drf_limit_offset(ctx, 100)
+    return hashlib.blake2b(f"{limit}/{offset}/{entry.item['id']}".encode(), digest_size=8).digest()
+
+
+def django_order(ctx: Ctx, entries: list, order: str, value_of: Callable[[Any], Any],
+                 nulls_first: bool | None = None) -> list:
+    """``queryset.order_by(order)`` on Postgres: ascending puts NULLs last, descending first (unless
+    ``nulls_first`` says otherwise, as ``F(...).desc(nulls_last=True)`` does); ties as :func:`_tie_key`."""
+    desc = order.startswith("-")
+    nulls = sorted((e for e in entries if value_of(e) is None), key=lambda e: _tie_key(ctx, e))
+    rest = sorted((e for e in entries if value_of(e) is not None), key=lambda e: _tie_key(ctx, e))
+    rest.sort(key=value_of, reverse=desc)  # stable: rows that tie keep the page's own order
+    first = desc if nulls_first is None else nulls_first
+    return nulls + rest if first else rest + nulls
+
+
+def _user_id(user: dict | None) -> int | None:
+    return user["id"] if user else None
+
+
+def _ts(item: dict, name: str) -> datetime | None:
+    value = item.get(name)
+    return tu.parse_datetime(value) if value else None
+
+
+#: FeatureFlag model fields a client may pass as ``order`` (the value each sorts on).
+_FLAG_ORDER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "id": lambda e: e.item["id"], "key": lambda e: e.item["key"], "name": lambda e: e.item["name"],
+    "created_at": lambda e: e.extra["created_at"], "updated_at": lambda e: e.extra["updated_at"],
+    "active": lambda e: e.item["active"], "deleted": lambda e: e.item["deleted"],
+    "archived": lambda e: e.item["archived"], "version": lambda e: e.item["version"],
+    "last_called_at": lambda e: _ts(e.item, "last_called_at"), "evaluation_runtime": lambda e: e.item["evaluation_runtime"],
+    "created_by": lambda e: _user_id(e.item["created_by"]), "last_modified_by": lambda e: _user_id(e.item["last_modified_by"]),
+}
+
+
 def feature_flags_list(ctx: Ctx) -> Result:
-    """Ordered -created_at; deleted flags excluded; ``active``, ``search`` filters."""
+    """FeatureFlagViewSet (products/feature_flags/backend/api/feature_flag.py): deleted flags never
+    listed; archived ones only when ``archived`` is passed (``exclude_archived_unless_requested``),
+    ``archived=true|false`` then filters on it; ``active``, ``search`` filters; ``order`` goes straight
+    into ``order_by`` (any model field, ``-`` for descending; an unknown one is Django's FieldError,
+    a 500), default ``-created_at``. ``-updated_at`` puts never-edited flags (``updated_at`` null) first."""
     entries = _search(ctx.store.resources.ordered("feature_flags", ctx.project_id), ctx, "key", "name")
+    if "archived" not in ctx.params:
+        entries = [e for e in entries if not e.extra["archived"]]
+    elif ctx.params["archived"].lower() in ("true", "false"):
+        entries = [e for e in entries if e.extra["archived"] == (ctx.params["archived"].lower() == "true")]
     active = ctx.params.get("active")
     if active in ("true", "false"):
         entries = [e for e in entries if e.item["active"] == (active == "true")]
+    order = ctx.params.get("order")
+    if order:
+        value_of = _FLAG_ORDER_FIELDS.get(order.removeprefix("-"))
+        if value_of is None:
+            raise field_error()
+        entries = django_order(ctx, entries, order, value_of)
     return drf_page(ctx, [e.item for e in entries])
 
 
-_INSIGHT_BASIC_FIELDS = ("id", "short_id", "name", "derived_name", "favorited", "tags", "description", "last_refresh",
-                         "created_at", "created_by", "updated_at", "last_modified_at", "last_modified_by",
-                         "dashboards", "deleted", "user_access_level")
+#: Insight model fields a client may pass as ``order`` (InsightViewSet.order_queryset).
+_INSIGHT_ORDER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "id": lambda e: e.item["id"], "short_id": lambda e: e.item["short_id"], "name": lambda e: e.item["name"],
+    "derived_name": lambda e: e.item["derived_name"], "description": lambda e: e.item["description"],
+    "order": lambda e: e.item["order"], "favorited": lambda e: e.item["favorited"], "saved": lambda e: e.item["saved"],
+    "created_at": lambda e: e.extra["created_at"], "updated_at": lambda e: e.extra["updated_at"],
+    "last_modified_at": lambda e: e.extra["last_modified_at"], "last_refresh": lambda e: _ts(e.item, "last_refresh"),
+    "last_viewed_at": lambda e: _ts(e.item, "last_viewed_at"),
+    "created_by": lambda e: _user_id(e.item["created_by"]), "last_modified_by": lambda e: _user_id(e.item["last_modified_by"]),
+}
+
+
+def insight_item(item: dict, basic: bool) -> dict:
+    """InsightBasicSerializer (``basic=true``) or InsightSerializer: exactly their fields."""
+    return {k: item[k] for k in (_INSIGHT_BASIC_FIELDS if basic else _INSIGHT_FIELDS)}
 
 
 def insights_list(ctx: Ctx) -> Result:
-    """Model ordering ``order``; ``date_from``/``date_to`` strict on last_modified_at; ``basic`` payload."""
+    """InsightViewSet (posthog/api/insight.py): ``date_from``/``date_to`` strict on ``last_modified_at``
+    (``relative_date_parse``: ISO or relative such as ``-7d``); ``order`` goes straight into
+    ``order_by`` (any model field; an unknown one is a 500), ``last_viewed_at`` NULLS FIRST and
+    ``-last_viewed_at`` NULLS LAST; without ``order`` the model field ``order``; ``basic`` payload."""
     entries = _search(ctx.store.resources.ordered("insights", ctx.project_id), ctx, "name", "derived_name")
     date_from, date_to = _date_param(ctx, "date_from"), _date_param(ctx, "date_to")
     if date_from:
@@ -233,11 +316,15 @@ def insights_list(ctx: Ctx) -> Result:
         entries = [e for e in entries if e.extra["last_modified_at"] < date_to]
     if ctx.params.get("short_id"):
         entries = [e for e in entries if e.item["short_id"] == ctx.params["short_id"]]
-    if _bool_param(ctx.params.get("basic")):
-        items = [{k: e.item[k] for k in _INSIGHT_BASIC_FIELDS} for e in entries]
-    else:
-        items = [e.item for e in entries]
-    return drf_page(ctx, items)
+    order = ctx.params.get("order")
+    if order:
+        value_of = _INSIGHT_ORDER_FIELDS.get(order.removeprefix("-"))
+        if value_of is None:
+            raise field_error()
+        nulls_first = (not order.startswith("-")) if order.removeprefix("-") == "last_viewed_at" else None
+        entries = django_order(ctx, entries, order, value_of, nulls_first)
+    basic = bool(_bool_param(ctx.params.get("basic")))
+    return drf_page(ctx, [insight_item(e.item, basic) for e in entries])
 
 
 def annotations_list(ctx: Ctx) -> Result:
@@ -382,7 +469,12 @@ def dashboards_list(ctx: Ctx) -> Result:
 
 def experiments_list(ctx: Ctx) -> Result:
     """Ordered -created_at; deleted always excluded; archived excluded unless ``archived`` is
-    given, and ``archived=true`` returns only the archived ones; ``search`` on name (§ 14.4)."""
+    given, and ``archived=true`` returns only the archived ones; ``search`` on name (§ 14.4).
+    ``order`` from ExperimentService.EXPERIMENT_ORDER_ALLOWLIST
+    (products/experiments/backend/experiment_service.py): created_at, created_by, updated_at, name,
+    start_date, end_date, duration (end − start, or now − start while running; NULL for drafts) and
+    status (draft < running < stopped), each also with ``-``; anything else is a 400
+    ``Invalid order field: '…'``."""
     entries = ctx.store.resources.ordered("experiments", ctx.project_id)
     archived = ctx.params.get("archived")
     wanted = archived is not None and archived.lower() == "true"
@@ -391,13 +483,26 @@ def experiments_list(ctx: Ctx) -> Result:
     order = ctx.params.get("order")
     if order:
         if order not in _EXPERIMENT_ORDERS:
-            raise validation_error(f"Invalid order field: '{order}'")
-        field_ = order.lstrip("-")
-        entries = sorted(entries, key=lambda e: (e.item[field_] is None, e.item[field_] or ""), reverse=order.startswith("-"))
+            raise validation_error(f"Invalid order field: '{order}'", code="invalid")
+        entries = django_order(ctx, entries, order, _EXPERIMENT_ORDER_VALUES[order.removeprefix("-")])
     return drf_page(ctx, [e.item for e in entries])
 
 
-_EXPERIMENT_ORDERS = {f"{sign}{name}" for sign in ("", "-") for name in ("name", "created_at", "updated_at", "start_date", "end_date")}
+def _experiment_duration(e) -> timedelta | None:
+    start, end = _ts(e.item, "start_date"), _ts(e.item, "end_date")
+    if start is None:
+        return None
+    return (end or tu.utcnow()) - start
+
+
+_EXPERIMENT_ORDER_VALUES: dict[str, Callable[[Any], Any]] = {
+    "created_at": lambda e: e.extra["created_at"], "updated_at": lambda e: e.extra["updated_at"],
+    "created_by": lambda e: _user_id(e.item["created_by"]), "name": lambda e: e.item["name"],
+    "start_date": lambda e: _ts(e.item, "start_date"), "end_date": lambda e: _ts(e.item, "end_date"),
+    "duration": _experiment_duration,
+    "status": lambda e: 0 if e.item["start_date"] is None else (1 if e.item["end_date"] is None else 2),
+}
+_EXPERIMENT_ORDERS = {f"{sign}{name}" for sign in ("", "-") for name in _EXPERIMENT_ORDER_VALUES}
 
 
 def surveys_list(ctx: Ctx) -> Result:
@@ -407,11 +512,191 @@ def surveys_list(ctx: Ctx) -> Result:
     return drf_page(ctx, [e.item for e in entries])
 
 
+# --------------------------------------------------------------------------------------------
+# Activity log (posthog/api/advanced_activity_logs/viewset.py, ActivityLogViewSet)
+# --------------------------------------------------------------------------------------------
+
+_CURSOR_OFFSET_CUTOFF = 1000  # rest_framework.pagination.CursorPagination.offset_cutoff
+
+
+def _page_size(ctx: Ctx, default: int, maximum: int) -> int:
+    """``get_page_size`` with ``page_size_query_param="page_size"``: capped at ``maximum``; a missing,
+    zero or invalid value falls back to ``default``."""
+    try:
+        return min(_positive_int(ctx.params["page_size"], strict=True), maximum)
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def _position(when: datetime) -> str:
+    """``CursorPagination._get_position_from_instance``: ``str()`` of the row's ``created_at``."""
+    return str(when.astimezone(tu.UTC))
+
+
+def _encode_cursor(ctx: Ctx, offset: int, reverse: bool, position: str | None) -> str:
+    """``CursorPagination.encode_cursor``: base64 of ``o=&r=&p=``, put into the request URL."""
+    tokens: dict[str, str] = {}
+    if offset:
+        tokens["o"] = str(offset)
+    if reverse:
+        tokens["r"] = "1"
+    if position is not None:
+        tokens["p"] = position
+    encoded = base64.b64encode(urlencode(tokens, doseq=True).encode("ascii")).decode("ascii")
+    return replace_query_param(ctx.url(), "cursor", encoded)
+
+
+def _decode_cursor(ctx: Ctx) -> tuple[int, bool, str | None] | None:
+    raw = ctx.params.get("cursor")
+    if raw is None:
+        return None
+    try:
+        tokens = parse_qs(base64.b64decode(raw.encode("ascii")).decode("ascii"), keep_blank_values=True)
+        offset = min(_positive_int(tokens.get("o", ["0"])[0], strict=False), _CURSOR_OFFSET_CUTOFF)
+        reverse = bool(int(tokens.get("r", ["0"])[0]))
+        position = tokens.get("p", [None])[0]
+        if position is not None:
+            tu.parse_datetime(position)  # Django would fail on a position it cannot compare
+    except (TypeError, ValueError, UnicodeError):
+        raise not_found("Invalid cursor") from None
+    return offset, reverse, position
+
+
+def drf_cursor_page(ctx: Ctx, entries: list, ordering: tuple[str, str], page_size: int,
+                    created: Callable[[Any], datetime], follow: bool = False) -> Result:
+    """DRF ``CursorPagination.paginate_queryset``/``get_next_link``/``get_previous_link`` over
+    ``entries`` (already filtered), ordered by ``ordering`` (``("-created_at", "-id")`` or
+    ``("created_at", "id")``). The cursor holds the first ordering field only (``created_at``) plus an
+    offset into the rows that share it; the filter on the position is strict. ``follow``
+    (TailFollowingCursorPagination): an ascending last page still gets a ``next``."""
+    desc = ordering[0].startswith("-")
+    forward = sorted(entries, key=lambda e: (created(e), e.item["id"]), reverse=desc)
+    cursor = _decode_cursor(ctx)
+    offset, reverse, current = cursor if cursor else (0, False, None)
+    rows = list(reversed(forward)) if reverse else forward
+    if current is not None:
+        pos = tu.parse_datetime(current)
+        if reverse != desc:  # (cursor reversed) XOR (queryset reversed): created_at < position
+            rows = [e for e in rows if created(e) < pos]
+        else:
+            rows = [e for e in rows if created(e) > pos]
+    results = rows[offset:offset + page_size + 1]
+    page = results[:page_size]
+    following = _position(created(results[-1])) if len(results) > len(page) else None
+    if reverse:
+        page = list(reversed(page))
+        has_next, has_previous = current is not None or offset > 0, following is not None
+        next_position, previous_position = current, following
+    else:
+        has_next, has_previous = following is not None, current is not None or offset > 0
+        next_position, previous_position = following, current
+    positions = [_position(created(e)) for e in page]
+
+    def next_link() -> str | None:
+        if not has_next:
+            if follow and not desc:  # TailFollowingCursorPagination.get_next_link
+                if not page:
+                    return _encode_cursor(ctx, offset, reverse, current) if cursor else None
+                return _encode_cursor(ctx, 0, False, positions[-1])
+            return None
+        compare = positions[-1] if (page and cursor and reverse and offset) else next_position
+        off, unique = 0, False
+        position = None
+        for position in reversed(positions):  # the last row whose position differs from the one after it
+            if position != compare:
+                unique = True
+                break
+            compare = position
+            off += 1
+        if page and not unique:
+            if not has_previous:
+                off, position = page_size, None
+            elif reverse:
+                off, position = 0, previous_position
+            else:
+                off, position = offset + page_size, previous_position
+        if not page:
+            position = next_position
+        return _encode_cursor(ctx, off, False, position)
+
+    def previous_link() -> str | None:
+        if not has_previous:
+            return None
+        compare = positions[0] if (page and cursor and not reverse and offset) else previous_position
+        off, unique = 0, False
+        position = None
+        for position in positions:
+            if position != compare:
+                unique = True
+                break
+            compare = position
+            off += 1
+        if page and not unique:
+            if not has_next:
+                off, position = page_size, None
+            elif reverse:
+                off, position = offset + page_size, next_position
+            else:
+                off, position = 0, next_position
+        if not page:
+            position = previous_position
+        return _encode_cursor(ctx, off, True, position)
+
+    return Result({"next": next_link(), "previous": previous_link(), "results": [e.item for e in page]}, len(page))
+
+
+def _page_number_page(ctx: Ctx, entries: list, page_size: int) -> Result:
+    """DRF ``PageNumberPagination`` (ActivityLogPagination with ``page``): ``{count, next, previous,
+    results}``; a page past the end or not a number is 404 ``Invalid page.``"""
+    count = len(entries)
+    pages = max(1, -(-count // page_size))
+    raw = ctx.params.get("page") or "1"
+    try:
+        number = pages if raw == "last" else int(raw)
+    except ValueError:
+        raise not_found("Invalid page.") from None
+    if number < 1 or number > pages:
+        raise not_found("Invalid page.")
+    page = entries[(number - 1) * page_size:number * page_size]
+    url = ctx.url()
+    nxt = replace_query_param(url, "page", number + 1) if number < pages else None
+    prev = None
+    if number > 1:
+        prev = remove_query_param(url, "page") if number - 1 == 1 else replace_query_param(url, "page", number - 1)
+    return Result({"count": count, "next": nxt, "previous": prev, "results": [e.item for e in page]}, len(page))
+
+
+def activity_log_list(ctx: Ctx) -> Result:
+    """``GET /api/projects/{id}/activity_log/`` (ActivityLogViewSet, scope ``activity_log:read``):
+    the project's entries; filters ``scope``, ``scopes`` (comma-separated), ``item_id`` (exact);
+    ``ordering=created_at`` for oldest first (default ``-created_at``, ``id`` breaking ties);
+    DRF cursor paging of 100 (``page_size`` up to 1000) with the cursor in ``next``/``previous``, or
+    with ``page`` DRF page-number paging. ``follow=true`` keeps an ascending ``next`` alive."""
+    entries = ctx.store.resources.entries("activity_log", ctx.project_id)
+    if ctx.params.get("scope"):
+        entries = [e for e in entries if e.item["scope"] == ctx.params["scope"]]
+    if ctx.params.get("scopes"):
+        wanted = set(ctx.params["scopes"].split(","))
+        entries = [e for e in entries if e.item["scope"] in wanted]
+    if ctx.params.get("item_id"):
+        entries = [e for e in entries if e.item["item_id"] == ctx.params["item_id"]]
+    ascending = ctx.params.get("ordering") == "created_at"
+    ordering = ("created_at", "id") if ascending else ("-created_at", "-id")
+    created = (lambda e: e.extra["created"])  # noqa: E731
+    if ctx.params.get("page"):
+        ordered = sorted(entries, key=lambda e: (created(e), e.item["id"]), reverse=not ascending)
+        return _page_number_page(ctx, ordered, _page_size(ctx, 100, 1000))
+    return drf_cursor_page(ctx, entries, ordering, _page_size(ctx, 100, 1000), created,
+                           follow=ctx.params.get("follow") == "true")
+
+
 def resource_detail(kind: str) -> Callable[[Ctx, str], Result]:
     def handler(ctx: Ctx, item_id: str) -> Result:
         item = ctx.store.resources.find(kind, ctx.project_id, item_id)
         if item is None:
             raise not_found()
+        if kind == "insights":
+            item = insight_item(item, bool(_bool_param(ctx.params.get("basic"))))
         return Result(item, 1)
 
     return handler
@@ -534,6 +819,49 @@ def persons_list(ctx: Ctx) -> Result:
     if total is not None:
         body["count"] = total
     return Result(body, len(rows))
+
+
+def format_query_params_absolute_url(ctx: Ctx, offset: int | None) -> str:
+    """``posthog.utils.format_query_params_absolute_url(request, offset)``: ``offset=N`` replaced in
+    (or appended to) the absolute request URL, the rest untouched; an offset of 0 is falsy there, so
+    the URL comes back unchanged (the ``previous`` of the second page is the second page again)."""
+    url = ctx.url()
+    if offset:
+        if re.search(r"([&?]offset=)(\d+)", url):
+            url = re.sub(r"([&?]offset=)(\d+)", lambda m: f"{m.group(1)}{offset}", url)
+        else:
+            url += ("&" if "?" in url else "?") + f"offset={offset}"
+    return url
+
+
+def cohort_persons(ctx: Ctx, cohort_id: str) -> Result:
+    """``GET /api/projects/{id}/cohorts/{cohort_id}/persons/`` (CohortViewSet.persons,
+    posthog/api/cohort.py; scopes ``cohort:read`` and ``person:read``): the cohort's persons
+    (``Store.cohort_members``), ``limit`` (default 100) and ``offset`` from PostHog's Filter; a page
+    is chosen ``created_at DESC, id DESC`` (PersonQuery) and served ``created_at DESC, uuid``
+    (get_serialized_people, at most 10 distinct ids each). ``{"results", "next", "previous"}``:
+    ``next`` whenever the page came back full, ``previous`` when ``offset - limit >= 0``, both from
+    ``format_query_params_absolute_url``. A deleted cohort's persons are still served (only the
+    list hides deleted cohorts); another project's cohort is a 404."""
+    cohort = None
+    if cohort_id.isdigit():
+        cohort = next((e for e in ctx.store.resources.rows["cohorts"]
+                       if e.team_id == ctx.project_id and e.item["id"] == int(cohort_id)), None)
+    if cohort is None:
+        raise not_found()
+    limit = _int_param(ctx, "limit", 0) or 100  # `if not filter.limit: LIMIT 100`
+    offset = _int_param(ctx, "offset", 0)
+    clause, args = ctx.store.cohort_member_clause(cohort.item["id"])
+    with ctx.store.read() as conn:
+        rows = conn.execute(f"{_PERSON_SQL}{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                            [ctx.project_id, *args, limit, offset]).fetchall()
+    items = [_person_item(r) for r in sorted(rows, key=lambda r: r[0])]
+    items.sort(key=lambda p: p["created_at"], reverse=True)  # created_at DESC, uuid (ascending) within
+    for item in items:
+        item["distinct_ids"] = item["distinct_ids"][:10]
+    nxt = format_query_params_absolute_url(ctx, offset + limit) if len(rows) >= limit else None
+    prev = format_query_params_absolute_url(ctx, offset - limit) if offset - limit >= 0 else None
+    return Result({"results": items, "next": nxt, "previous": prev}, len(items))
 
 
 def person_detail(ctx: Ctx, item_id: str) -> Result:

@@ -26,6 +26,7 @@ ORGANIZATION_ID = "0190f3bf-5a4e-7000-8a1b-4c2d3e4f5a6b"
 #: Every read scope PostHog knows for the resources this connector reads.
 READ_SCOPES = (
     "action:read",
+    "activity_log:read",
     "annotation:read",
     "batch_export:read",
     "cohort:read",
@@ -76,6 +77,8 @@ _ALL_KEYS = (
     ApiKey("no_batch_exports", "phx_emu_no_batch_exports_8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a",
            tuple(s for s in READ_SCOPES if s != "batch_export:read")),
     ApiKey("batch_exports_read", "phx_emu_batch_exports_read_2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b", ("batch_export:read",)),
+    ApiKey("no_activity_log", "phx_emu_no_activity_log_5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b",
+           tuple(s for s in READ_SCOPES if s != "activity_log:read")),
 )
 
 #: name -> secret key string (what tests and the connector config use).
@@ -105,4 +108,11 @@ RESOURCE_SCOPES: dict[str, str] = {
     "experiments": "experiment:read",
     "surveys": "survey:read",
     "file_download_batch_exports": "batch_export:read",  # create and cancel: batch_export:write (exports.py)
+    "activity_log": "activity_log:read",  # ActivityLogViewSet.scope_object (posthog/api/advanced_activity_logs/viewset.py)
+}
+
+#: Scopes of the nested views, each needed (APIScopePermission names the first one missing):
+#: CohortViewSet.persons has ``required_scopes=["cohort:read", "person:read"]`` (posthog/api/cohort.py).
+SUBRESOURCE_SCOPES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("cohorts", "persons"): ("cohort:read", "person:read"),
 }

@@ -15,6 +15,7 @@ import string
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from . import timeutil as tu
 from .keys import EMPTY_PROJECT_ID, KOLKATA_PROJECT_ID, ORGANIZATION_ID, PROJECT_ID, SECOND_PROJECT_ID
@@ -53,6 +54,15 @@ GROUP_TYPES = {PROJECT_ID: (("company", "companies", 180), ("project", "projects
 GROUPS_PAGE_SIZE = 100  # fixed by PostHog (list_groups), no `limit` parameter
 PROPERTY_DEFINITION_SIZES = {"event": (160, 3), "person": (120, 3), "session": (110, 3), "group": (105, 3)}
 RECORDINGS_RECENT, RECORDINGS_ONGOING, RECORDINGS_OLD, RECORDINGS_P3 = 90, 15, 210, 4
+#: ActivityLog ``scope`` of each kind the activity log describes (posthog/models/activity_logging/activity_log.py).
+ACTIVITY_SCOPES = {"feature_flags": "FeatureFlag", "insights": "Insight", "experiments": "Experiment",
+                   "cohorts": "Cohort", "dashboards": "Dashboard"}
+ACTIVITY_PAGE = 100  # ActivityLogPagination's page size (posthog/api/advanced_activity_logs/viewset.py)
+
+
+def activity_order(entry: "Entry") -> tuple:
+    """The ascending key of ActivityLogPagination's ordering (``created_at``, ``id``); its default is the reverse."""
+    return entry.extra["created"], entry.item["id"]
 
 _WORDS = ("signup", "checkout", "billing", "pricing", "onboarding", "dashboard", "export", "search", "invite",
           "settings", "mobile", "beta", "trial", "churn", "retention", "activation", "referral", "upgrade",
@@ -91,6 +101,8 @@ class Resources:
         self.lock = threading.RLock()
         self.rows: dict[str, list[Entry]] = {}
         self._ids: dict[str, int] = {}
+        self._extra_rngs: dict[str, random.Random] = {}
+        self._last_change: dict[str, datetime] = {}  # the change time of the row built before (ties)
         self.projects = {pid: self._project(pid) for pid in PROJECTS}
         for kind, builder in (("cohorts", self._cohort), ("feature_flags", self._feature_flag),
                               ("insights", self._insight), ("annotations", self._annotation),
@@ -103,8 +115,15 @@ class Resources:
                               ("surveys", self._survey)):
             self.rows[kind] = self._build(kind, builder)
         self.rows["group_types"], self.rows["groups"] = self._groups()
+        self.rows["activity_log"] = self._activity_log()  # last: it describes the rows above
 
     # -- generic --------------------------------------------------------------------------
+
+    def _extra(self, kind: str) -> random.Random:
+        """The RNG of the fields added after a kind's first version: the older fields keep their values."""
+        if kind not in self._extra_rngs:
+            self._extra_rngs[kind] = random.Random(f"{self.seed}/{kind}/fields-2")
+        return self._extra_rngs[kind]
 
     def _next_id(self, kind: str) -> int:
         self._ids[kind] = self._ids.get(kind, 0) + 1
@@ -141,26 +160,67 @@ class Resources:
             "name": names[pid], "completed_snippet_onboarding": True,
             "has_completed_onboarding_for": {"product_analytics": True, "session_replay": pid == PROJECT_ID},
             "ingested_event": pid == PROJECT_ID, "is_demo": False, "timezone": TIMEZONES.get(pid, "UTC"), "access_control": False,
-            "_detail": {
-                "created_at": tu.iso_z(created), "updated_at": tu.iso_z(created + timedelta(days=30)),
-                "anonymize_ips": False, "app_urls": ["https://app.example.com"], "slack_incoming_webhook": None,
-                "test_account_filters": [{"key": "email", "type": "person", "value": "@example.com", "operator": "not_icontains"}],
-                "test_account_filters_default_checked": False, "path_cleaning_filters": [], "data_attributes": ["data-attr"],
-                "person_display_name_properties": ["email", "name"], "correlation_config": {},
-                "autocapture_opt_out": False, "session_recording_opt_in": pid == PROJECT_ID,
-                "capture_console_log_opt_in": True, "capture_performance_opt_in": True, "week_start_day": None,
-                "primary_dashboard": 5 if pid == PROJECT_ID else None, "live_events_columns": None,
-                "recording_domains": [], "person_on_events_querying_enabled": True,
-                "effective_membership_level": 8, "product_intents": [], "default_modifiers": {},
-            },
+            "_detail": self._project_detail_fields(pid, created),
+        }
+
+    @staticmethod
+    def _project_detail_fields(pid: int, created: datetime) -> dict:
+        """The fields ProjectBackwardCompatSerializer (posthog/api/project.py) sends beyond the list's
+        ProjectBackwardCompatBasicSerializer: the Team-compatible settings, PostHog's defaults for a
+        project that changed few of them (nullable settings null, as PostHog sends them); the secret
+        tokens are null (this key's user is no admin), ``group_types`` is filled in at read time."""
+        main = pid == PROJECT_ID
+        return {
+            "product_description": None, "created_at": tu.iso_z(created), "effective_membership_level": 8,
+            "has_group_types": False, "group_types": [], "live_events_token": f"phe_emu{pid}livetoken",
+            "updated_at": tu.iso_z(created + timedelta(days=30)), "app_urls": ["https://app.example.com"],
+            "anonymize_ips": False,
+            "test_account_filters": [{"key": "email", "type": "person", "value": "@example.com", "operator": "not_icontains"}],
+            "test_account_filters_default_checked": False, "path_cleaning_filters": [], "data_attributes": ["data-attr"],
+            "person_display_name_properties": ["email", "name"], "correlation_config": {},
+            "autocapture_opt_out": False, "autocapture_exceptions_opt_in": None, "autocapture_web_vitals_opt_in": None,
+            "autocapture_web_vitals_allowed_metrics": None, "autocapture_exceptions_errors_to_ignore": None,
+            "capture_console_log_opt_in": True, "capture_performance_opt_in": True, "session_recording_opt_in": main,
+            "session_recording_sample_rate": "1.00" if main else None,
+            "session_recording_minimum_duration_milliseconds": None, "session_recording_linked_flag": None,
+            "session_recording_network_payload_capture_config": None, "session_recording_masking_config": None,
+            "session_recording_url_trigger_config": [], "session_recording_url_blocklist_config": [],
+            "session_recording_event_trigger_config": [], "session_recording_trigger_match_type_config": None,
+            "session_recording_trigger_groups": None, "session_recording_retention_period": "30d",
+            "session_replay_config": {"record_canvas": False} if main else None, "survey_config": None,
+            "week_start_day": None, "primary_dashboard": 5 if main else None, "live_events_columns": None,
+            "recording_domains": [], "person_on_events_querying_enabled": True, "inject_web_apps": False,
+            "extra_settings": None, "modifiers": None,
+            "default_modifiers": {"personsOnEventsMode": "person_id_override_properties_on_events",
+                                  "sessionTableVersion": "auto"},
+            "surveys_opt_in": None, "heatmaps_opt_in": None, "product_intents": [], "flags_persistence_default": False,
+            "secret_api_token": None, "secret_api_token_backup": None, "receive_org_level_activity_logs": False,
+            "business_model": None, "conversations_enabled": None, "conversations_settings": None, "logs_settings": None,
+            "proactive_tasks_enabled": None, "available_setup_task_ids": ["ingest_first_event", "create_first_insight"],
+            "is_pending_deletion": False, "project_id": pid, "user_access_level": "admin",
+            "managed_viewsets": {"revenue_analytics": False},
+            "revenue_analytics_config": {"base_currency": "USD", "events": [], "goals": [], "filter_test_accounts": False},
+            "marketing_analytics_config": {"sources_map": {}}, "customer_analytics_config": {},
+            "workflows_config": {}, "base_currency": "USD", "capture_dead_clicks": False,
+            "cookieless_server_hash_mode": 0, "human_friendly_comparison_periods": False,
+            "feature_flag_confirmation_enabled": False, "feature_flag_confirmation_message": None,
+            "default_evaluation_contexts_enabled": False, "require_evaluation_contexts": False,
+            "default_data_theme": None, "onboarding_tasks": None, "web_analytics_pre_aggregated_tables_enabled": None,
+            "event_retention_months": None, "events_retention_enforced": False,
         }
 
     def project_list_item(self, pid: int) -> dict:
+        """``GET /api/projects/``: ProjectBackwardCompatBasicSerializer (posthog/api/shared.py)."""
         return {k: v for k, v in self.projects[pid].items() if k != "_detail"}
 
     def project_detail(self, pid: int) -> dict:
+        """``GET /api/projects/{id}/``: every field of ProjectBackwardCompatSerializer (posthog/api/project.py,
+        tools/emulator/serializer_fields.json), ``group_types``/``has_group_types`` from the project's
+        group type mappings."""
         p = self.projects[pid]
-        return {**{k: v for k, v in p.items() if k != "_detail"}, **p["_detail"]}
+        group_types = [e.item for e in self.ordered("group_types", pid)]
+        return {**{k: v for k, v in p.items() if k != "_detail"}, **p["_detail"],
+                "group_types": group_types, "has_group_types": bool(group_types)}
 
     # -- cohorts (§ 3.4) ------------------------------------------------------------------
 
@@ -184,40 +244,77 @@ class Resources:
     # -- feature flags (§ 3.5) ------------------------------------------------------------
 
     def _feature_flag(self, rng, fid, team, created, hidden, n) -> Entry:
+        """FeatureFlagSerializer (products/feature_flags/backend/api/feature_flag.py): ``updated_at``
+        is null until a flag is first edited (then ``version`` > 1, ``last_modified_by`` set); ~5 % of
+        the edited flags share their ``updated_at`` with the flag before (bulk edits: ties); deleted
+        and archived flags are left out of the list unless asked (``archived``)."""
         rollout = rng.choice((0, 10, 25, 50, 100, None))
         multivariate = rng.random() < 0.2
         edited = rng.random() < 0.7
         updated = created + timedelta(days=rng.random() * 60) if edited else None
         active = rng.random() < 0.8
+        x = self._extra("feature_flags")  # the fields added later draw from their own RNG
+        if updated is not None:
+            if updated > self.base:
+                updated = self.base - timedelta(seconds=x.randrange(1, 3600), microseconds=x.randrange(1_000_000))
+            prev = self._last_change.get("feature_flags")
+            if prev is not None and prev > created and x.random() < 0.05:
+                updated = prev  # edited in the same bulk update as the flag before
+            self._last_change["feature_flags"] = updated
+        called = self.base - timedelta(hours=x.random() * 48) if active and x.random() < 0.6 else None
+        archived = not active and not hidden and x.random() < 0.15  # archived flags must be disabled
         item = {
             "id": fid, "name": f"{rng.choice(_WORDS).title()} rollout", "key": f"{rng.choice(_WORDS)}-{fid}",
             "filters": {"groups": [{"properties": [], "rollout_percentage": rollout}],
                         "multivariate": {"variants": [{"key": "control", "rollout_percentage": 50},
                                                       {"key": "test", "rollout_percentage": 50}]} if multivariate else None,
                         "payloads": {}},
-            "deleted": hidden, "active": active, "created_by": _user(rng), "created_at": tu.iso_z(created),
-            "updated_at": tu.iso_z(updated) if updated else None, "version": rng.randint(1, 9) if edited else 1,
-            "last_modified_by": _user(rng) if edited else None, "is_simple_flag": not multivariate,
-            "rollout_percentage": None if multivariate else rollout, "ensure_experience_continuity": rng.random() < 0.1,
-            "experiment_set": [], "surveys": [], "features": [], "rollback_conditions": None, "performed_rollback": False,
-            "can_edit": True, "tags": [], "evaluation_tags": [], "evaluation_runtime": rng.choice(("all", "server", "client")),
+            "deleted": hidden, "active": active, "archived": archived, "created_by": _user(rng),
+            "created_at": tu.iso_z(created), "updated_at": tu.iso_z(updated) if updated else None,
+            "version": max(2, rng.randint(1, 9)) if edited else 1, "last_modified_by": _user(rng) if edited else None,
+            "ensure_experience_continuity": rng.random() < 0.1, "experiment_set": [], "experiment_set_metadata": [],
+            "surveys": [], "features": [], "rollback_conditions": None, "performed_rollback": False,
+            "can_edit": True, "tags": [], "evaluation_contexts": [],
+        }
+        runtime = rng.choice(("all", "server", "client"))
+        item.update({
             "usage_dashboard": 30 + fid, "analytics_dashboards": [], "has_enriched_analytics": False,
             "user_access_level": "editor", "is_remote_configuration": False, "has_encrypted_payloads": False,
-            "status": "ACTIVE" if active else "INACTIVE",
-        }
-        return Entry(team, item, hidden, {"created_at": created})
+            "status": "archived" if archived else ("active" if active else "stale"), "evaluation_runtime": runtime,
+            "bucketing_identifier": x.choice(("distinct_id", "distinct_id", "device_id", None))
+            if not item["ensure_experience_continuity"] else "distinct_id",
+            "last_called_at": tu.iso_z(called) if called else None, "is_used_in_replay_settings": False,
+        })
+        return Entry(team, item, hidden, {"created_at": created, "updated_at": updated, "archived": archived})
 
     # -- insights (§ 3.6) -----------------------------------------------------------------
 
     def _insight(self, rng, iid, team, created, hidden, n) -> Entry:
+        """InsightSerializer (posthog/api/insight.py; the list's ``basic=true`` is InsightBasicSerializer,
+        a subset). ``last_modified_at`` moves only on material edits (Insight.MATERIAL_INSIGHT_FIELDS),
+        ``updated_at`` on every save: ~20 % were never edited (``last_modified_at == created_at``),
+        ~5 % share ``last_modified_at`` with the insight before (ties), some were saved again later
+        without a material change (``updated_at`` > ``last_modified_at``)."""
         modified = created + timedelta(days=rng.random() * 90)
         if modified > self.base:
             modified = self.base - timedelta(minutes=rng.randrange(1, 600))
+        x = self._extra("insights")
+        r = x.random()
+        prev = self._last_change.get("insights")
+        if r < 0.2 or modified < created:
+            modified = created
+        elif r < 0.25 and prev is not None and created <= prev <= self.base:
+            modified = prev  # one bulk edit moved both
+        self._last_change["insights"] = modified
+        updated = modified
+        if x.random() < 0.15:
+            updated = min(self.base, modified + timedelta(hours=x.random() * 48))
+        viewed = min(self.base, updated + timedelta(days=x.random() * 10)) if x.random() < 0.6 else None
         event = rng.choice(("$pageview", "signed_up", "purchase_completed", "$autocapture", "feature_used"))
         item = {
             "id": iid, "short_id": "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(8)),
             "name": f"{rng.choice(('Weekly', 'Daily', 'Monthly'))} {event.strip('$')} #{iid}" if rng.random() < 0.8 else None,
-            "derived_name": f"{event} count",
+            "derived_name": f"{event} count", "filters": {},
             "query": {"kind": "InsightVizNode", "source": {"kind": rng.choice(("TrendsQuery", "FunnelsQuery")),
                                                            "series": [{"kind": "EventsNode", "event": event}]}},
             "order": rng.randrange(10) if rng.random() < 0.2 else None, "deleted": hidden,
@@ -225,15 +322,16 @@ class Resources:
             "last_refresh": None, "cache_target_age": None, "next_allowed_client_refresh": None,
             "result": None, "hasMore": None, "columns": None, "created_at": tu.iso_z(created),
             "created_by": _user(rng), "description": rng.choice(("", "Tracks the main funnel")),
-            "updated_at": tu.iso_z(modified), "tags": [], "favorited": rng.random() < 0.1,
-            "last_modified_at": tu.iso_z(modified), "last_modified_by": _user(rng), "is_sample": False,
-            "effective_restriction_level": 21, "effective_privilege_level": 37, "user_access_level": "editor",
-            "timezone": "UTC", "is_cached": False, "query_status": None, "hogql": None, "types": None,
-            "resolved_date_range": None,
+            "updated_at": tu.iso_z(updated), "tags": [], "favorited": rng.random() < 0.1, "saved": x.random() < 0.95,
+            "refreshing": False, "last_modified_at": tu.iso_z(modified), "last_modified_by": _user(rng),
+            "is_sample": False, "effective_restriction_level": 21, "effective_privilege_level": 37,
+            "user_access_level": "editor", "timezone": "UTC", "is_cached": False, "query_status": None, "hogql": None,
+            "types": None, "resolved_date_range": None, "alerts": [],
+            "last_viewed_at": tu.iso_z(viewed) if viewed else None,
         }
         if item["dashboards"]:
-            item["dashboard_tiles"] = [{"id": 1000 + iid, "dashboard_id": 5}]
-        return Entry(team, item, hidden, {"created_at": created, "last_modified_at": modified})
+            item["dashboard_tiles"] = [{"id": 1000 + iid, "dashboard_id": 5, "deleted": False}]
+        return Entry(team, item, hidden, {"created_at": created, "last_modified_at": modified, "updated_at": updated})
 
     # -- annotations (§ 3.7) --------------------------------------------------------------
 
@@ -287,6 +385,9 @@ class Resources:
     # -- event definitions (§ 3.10) -------------------------------------------------------
 
     def _event_definition(self, rng, did, team, created, hidden, n) -> Entry:
+        """EnterpriseEventDefinitionSerializer (ee/api/ee_event_definition.py, what PostHog Cloud
+        serves): the event fields plus the action fields (is_action, action_id, is_calculating,
+        last_calculated_at, created_by), ``default_columns`` always a list."""
         from .data import EVENT_WEIGHTS  # local import: data imports this module
 
         known = [name for name, _ in EVENT_WEIGHTS]
@@ -303,7 +404,7 @@ class Resources:
             "last_updated_at": tu.iso_z_seconds(last_seen or created), "updated_at": tu.iso_z_seconds(created),
             "updated_by": None, "verified": False, "verified_at": None, "verified_by": None, "hidden": False,
             "is_action": False, "post_to_slack": False, "is_calculating": False, "action_id": None,
-            "volume_30_day": None, "query_usage_30_day": None,
+            "last_calculated_at": None, "created_by": None, "default_columns": [],
         }
         return Entry(team, item, hidden, {"last_seen_at": last_seen})
 
@@ -364,6 +465,9 @@ class Resources:
     # -- session recordings (§ 3.9) -------------------------------------------------------
 
     def _recording(self, rng: random.Random, team: int, start: datetime, duration: int, ongoing: bool) -> Entry:
+        """SessionRecordingSerializer (posthog/session_recordings/session_recording_api.py): ``person``
+        is MinimalPersonSerializer (with ``last_seen_at``); newer versions send ``snapshot_library``
+        and ``external_references`` where older ones sent ``storage``."""
         people = self.persons.get(team) or [{"uuid": _uuid(rng, start), "pk": 0, "distinct_ids": ["anonymous"],
                                              "properties": {}, "created_at": tu.to_db(start)}]
         person = people[rng.randrange(len(people))]
@@ -380,10 +484,10 @@ class Resources:
             "start_url": "https://app.example.com" + rng.choice(("/", "/pricing", "/dashboard", "/signup", "/docs")),
             "person": {"id": person["pk"], "name": person["properties"].get("email", person["distinct_ids"][0]),
                        "distinct_ids": person["distinct_ids"], "properties": person["properties"],
-                       "created_at": tu.db_to_iso_z(person["created_at"]), "uuid": person["uuid"]},
-            "storage": "object_storage", "retention_period_days": 30, "expiry_time": tu.iso_z_seconds(expiry),
-            "recording_ttl": max(0, (expiry - self.base).days), "snapshot_source": "web", "ongoing": ongoing,
-            "activity_score": round(rng.random(), 2),
+                       "created_at": tu.db_to_iso_z(person["created_at"]), "uuid": person["uuid"], "last_seen_at": None},
+            "retention_period_days": 30, "expiry_time": tu.iso_z_seconds(expiry),
+            "recording_ttl": max(0, (expiry - self.base).days), "snapshot_source": "web", "snapshot_library": "web",
+            "ongoing": ongoing, "activity_score": round(rng.random(), 2), "external_references": [],
         }
         return Entry(team, item, False, {"start": start.replace(microsecond=0)})
 
@@ -452,6 +556,7 @@ class Resources:
             "description": rng.choice(("", "The numbers the team looks at every Monday")),
             "pinned": rng.random() < 0.2, "created_at": tu.iso_z(created), "created_by": _user(rng),
             "last_accessed_at": tu.iso_z(accessed) if accessed else None, "last_viewed_at": None,
+            "folder": "Unfiled/Dashboards", "search_match_type": None,
             "is_shared": rng.random() < 0.1, "deleted": hidden and not unlisted,
             "creation_mode": "unlisted" if unlisted else rng.choice(("default", "default", "template", "duplicate")),
             "tags": rng.choice(([], [], ["marketing"], ["product", "weekly"])),
@@ -472,6 +577,13 @@ class Resources:
         if ended and ended > self.base:
             ended = None
         updated = max(d for d in (created, started, ended) if d)
+        x = self._extra("experiments")  # the change-time realism added later draws from its own RNG
+        if x.random() < 0.4:  # edited after its last launch/stop (description, metrics, ...)
+            updated = min(self.base, updated + timedelta(days=x.random() * 10, microseconds=x.randrange(1_000_000)))
+        prev = self._last_change.get("experiments")
+        if prev is not None and updated < prev <= self.base and x.random() < 0.08:
+            updated = prev  # saved in the same instant as the experiment before (ties)
+        self._last_change["experiments"] = updated
         archived = n % 4 == 3  # PostHog lists these only with archived=true
         status = "draft" if not started else ("stopped" if ended else "running")
         flag_key = f"{rng.choice(_WORDS)}-experiment-{eid}"
@@ -480,7 +592,8 @@ class Resources:
                             "multivariate": {"variants": [{"key": "control", "rollout_percentage": 50},
                                                           {"key": "test", "rollout_percentage": 50}]}, "payloads": {}},
                 "deleted": False, "active": status == "running", "ensure_experience_continuity": False,
-                "has_encrypted_payloads": False, "version": 1, "evaluation_runtime": "all", "evaluation_tags": []}
+                "version": 1, "evaluation_runtime": "all", "bucketing_identifier": "distinct_id",
+                "evaluation_contexts": []}  # MinimalFeatureFlagSerializer (feature_flag.py)
         item = {
             "id": eid, "name": f"{rng.choice(_WORDS).title()} test #{eid}",
             "description": rng.choice(("", "Does the new layout lift conversion?")),
@@ -495,7 +608,7 @@ class Resources:
             "conclusion": rng.choice(("won", "lost", "inconclusive")) if ended else None,
             "conclusion_comment": None, "status": status, "is_legacy": rng.random() < 0.2, "user_access_level": "editor",
         }
-        return Entry(team, item, hidden, {"created_at": created, "archived": archived})
+        return Entry(team, item, hidden, {"created_at": created, "archived": archived, "updated_at": updated})
 
     # -- surveys (§ 14.5) -------------------------------------------------------------------
 
@@ -528,6 +641,85 @@ class Resources:
             "enable_partial_responses": rng.random() < 0.3, "user_access_level": "editor",
         }
         return Entry(team, item, hidden, {"created_at": created})  # hidden: a product-tour survey
+
+    # -- activity log (posthog/api/advanced_activity_logs/viewset.py) ------------------------
+
+    def _activity_log(self) -> list[Entry]:
+        """ActivityLog rows (posthog/models/activity_logging/activity_log.py) for the flags,
+        insights, experiments, cohorts and dashboards of projects 2 and 3: ``created`` at each row's
+        creation, ``updated`` at its change time (``updated_at``/``last_modified_at``), ``deleted``
+        for the deleted ones; ``detail`` is PostHog's Detail dataclass as JSON (name, short_id, type,
+        changes, trigger, context). In each project the rows at the edges of PostHog's pages of 100
+        (``-created_at, -id``) share their ``created_at`` (three rows at the second edge), so cursor
+        paging has to use its offset there. Built after every other kind, from its own RNG."""
+        rng = random.Random(f"{self.seed}/activity_log")
+        out: list[Entry] = []
+        for kind in ACTIVITY_SCOPES:
+            for e in self.rows[kind]:
+                out += self._activities_of(rng, kind, e)
+        for team in (PROJECT_ID, SECOND_PROJECT_ID):
+            rows = sorted((a for a in out if a.team_id == team), key=activity_order, reverse=True)
+            for edge in range(ACTIVITY_PAGE, len(rows), ACTIVITY_PAGE):
+                tied = rows[edge:edge + (2 if edge == 2 * ACTIVITY_PAGE else 1)]
+                for a in tied:
+                    self._set_activity_time(a, rows[edge - 1].extra["created"])
+        return out
+
+    @staticmethod
+    def _set_activity_time(entry: Entry, when: datetime) -> None:
+        entry.extra["created"] = when
+        entry.item = {**entry.item, "created_at": tu.iso_z(when)}
+
+    def _activity(self, rng: random.Random, kind: str, team: int, item_id: Any, activity: str, when: datetime,
+                  user: dict | None, name: str | None, changes: list | None, short_id: str | None = None) -> Entry:
+        system = user is None
+        item = {
+            "id": _uuid(rng, when), "user": user, "unread": False, "team_id": team, "organization_id": ORGANIZATION_ID,
+            "was_impersonated": False if not system else None, "is_system": system,
+            "client": None if system else rng.choice((None, None, "posthog-js", "mcp")),
+            "ip_address": None if system else f"192.0.2.{rng.randrange(1, 255)}",
+            "activity": activity, "item_id": str(item_id), "scope": ACTIVITY_SCOPES[kind],
+            "detail": {"name": name, "short_id": short_id, "type": None, "changes": changes, "trigger": None,
+                       "context": None},
+            "created_at": tu.iso_z(when),
+        }
+        return Entry(team, item, False, {"created": when, "kind": kind})
+
+    def _activities_of(self, rng: random.Random, kind: str, e: Entry) -> list[Entry]:
+        item, team = e.item, e.team_id
+        scope = ACTIVITY_SCOPES[kind]
+        name = item.get("key") if kind == "feature_flags" else (item.get("name") or item.get("derived_name"))
+        short_id = item.get("short_id")
+        created = e.extra.get("created_at") or tu.parse_datetime(item["created_at"])
+        after = lambda t: min(self.base, t + timedelta(microseconds=rng.randrange(1_000, 900_000)))  # noqa: E731
+        out = [self._activity(rng, kind, team, item["id"], "created", after(created), item.get("created_by"), name,
+                              None, short_id)]
+        changed = {"feature_flags": e.extra.get("updated_at"), "insights": e.extra.get("last_modified_at"),
+                   "experiments": e.extra.get("updated_at")}.get(kind)
+        if kind in ("cohorts", "dashboards") and rng.random() < 0.3:
+            changed = min(self.base, created + timedelta(days=rng.random() * 20))
+        last = created
+        if changed is not None and changed > created:
+            field_, before, now_ = {
+                "feature_flags": ("filters", {"groups": [{"properties": [], "rollout_percentage": 10}]}, item.get("filters")),
+                "insights": ("query", None, item.get("query")),
+                "experiments": ("description", "", item.get("description")),
+                "cohorts": ("filters", None, item.get("filters")),
+                "dashboards": ("pinned", not item.get("pinned"), item.get("pinned")),
+            }[kind]
+            user = item.get("last_modified_by") or item.get("created_by")
+            if rng.random() < 0.02:
+                user = None  # done by PostHog itself (is_system)
+            out.append(self._activity(rng, kind, team, item["id"], "updated", after(changed), user, name,
+                                      [{"type": scope, "action": "changed", "field": field_, "before": before,
+                                        "after": now_}], short_id))
+            last = changed
+        if e.hidden and (kind != "dashboards" or item.get("deleted")):
+            gone = min(self.base, last + timedelta(hours=1 + rng.random() * 200))
+            out.append(self._activity(rng, kind, team, item["id"], "deleted", after(gone), item.get("created_by"), name,
+                                      [{"type": scope, "action": "changed", "field": "deleted", "before": False,
+                                        "after": True}], short_id))
+        return out
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -565,6 +757,8 @@ class Resources:
             rows.sort(key=lambda e: (not e.item["pinned"], e.item["name"]))
         elif kind in ("experiments", "surveys"):  # -created_at (surveys: PostHog's order not found, § 14.5)
             rows.sort(key=lambda e: (e.extra["created_at"], str(e.item["id"])), reverse=True)
+        elif kind == "activity_log":  # -created_at, -id (ActivityLogPagination)
+            rows.sort(key=activity_order, reverse=True)
         elif kind == "group_types":
             rows.sort(key=lambda e: e.extra["group_type_index"])
         elif kind == "groups":  # group_type_index, then created_at DESC, key DESC (list_groups)
@@ -581,6 +775,8 @@ class Resources:
             return [e.item["group_type_index"] for e in self.ordered(stream, project_id)]
         if stream == "groups":
             return [[e.item["group_type_index"], e.item["group_key"]] for e in self.ordered(stream, project_id)]
+        if stream == "feature_flags":  # the list without `archived` leaves archived flags out
+            return [e.item["id"] for e in self.ordered(stream, project_id) if not e.extra["archived"]]
         return [e.item["id"] for e in self.ordered(stream, project_id)]
 
     def find(self, kind: str, project_id: int, item_id: str) -> dict | None:
@@ -613,6 +809,108 @@ class Resources:
                 rows.append(entry)
                 added.append(entry.item["id"])
             return {"new": added, "updated": [e.item["id"] for e in changed]}
+
+    #: ``mutate(...)`` arguments of :meth:`mutate_changes` (the resources read by change time).
+    CHANGE_KINDS = ("insights", "experiments", "feature_flags")
+
+    def mutate_changes(self, rng: random.Random, now: datetime, updated_insights: int = 0, new_insights: int = 0,
+                       updated_experiments: int = 0, new_experiments: int = 0, updated_feature_flags: int = 0,
+                       new_feature_flags: int = 0, new_activity_log: int = 0) -> dict:
+        """Edits and creations in project 2 at real time "now", each with its activity-log entry.
+
+        - an edited insight gets ``last_modified_at = updated_at`` = its edit time (and a new name);
+          an experiment ``updated_at`` (and a new description); a flag ``updated_at``, ``version`` + 1,
+          ``last_modified_by`` (and a new rollout); archived flags are not edited;
+        - a new one is created at its creation time, never edited (insight ``last_modified_at`` =
+          ``created_at``, flag ``updated_at`` null, experiment a draft);
+        - each change time is ``now`` minus under a second; the edits of one call share one instant
+          two by two (ties), the activity-log entry is 1 ms later;
+        - ``new_activity_log`` adds that many more entries (dashboard and cohort updates), two of them
+          with the same ``created_at``.
+
+        Returns ``{kind: {"new": [ids], "updated": [ids]}}`` and ``{"activity_log": {"new": [ids]}}``."""
+        asked = {"insights": (new_insights, updated_insights), "experiments": (new_experiments, updated_experiments),
+                 "feature_flags": (new_feature_flags, updated_feature_flags)}
+        with self.lock:
+            result: dict[str, dict] = {kind: {"new": [], "updated": []} for kind in self.CHANGE_KINDS}
+            logged: list[Entry] = []
+            for kind, (new, updated) in asked.items():
+                rows = self.rows[kind]
+                candidates = [e for e in rows if not e.hidden and e.team_id == PROJECT_ID and not e.extra.get("archived")]
+                instant = None
+                for i, e in enumerate(rng.sample(candidates, min(updated, len(candidates)))):
+                    if i % 2 == 0:
+                        instant = now - timedelta(microseconds=rng.randrange(1, 1_000_000))
+                    logged.append(self._edit(rng, kind, e, instant))
+                    result[kind]["updated"].append(e.item["id"])
+                builder = {"insights": self._insight, "experiments": self._experiment,
+                           "feature_flags": self._feature_flag}[kind]
+                for _ in range(new):
+                    created = now - timedelta(microseconds=rng.randrange(1, 1_000_000))
+                    entry = builder(rng, self._next_id(kind), PROJECT_ID, created, False, len(rows))
+                    self._as_new(kind, entry, created)
+                    rows.append(entry)
+                    logged.append(self._activity(rng, kind, PROJECT_ID, entry.item["id"], "created",
+                                                 created + timedelta(milliseconds=1), entry.item["created_by"],
+                                                 self._display_name(kind, entry.item), None, entry.item.get("short_id")))
+                    result[kind]["new"].append(entry.item["id"])
+            extra = [e for kind in ("dashboards", "cohorts") for e in self.rows[kind] if not e.hidden and e.team_id == PROJECT_ID]
+            shared = now - timedelta(microseconds=rng.randrange(1, 1_000_000))
+            for i, e in enumerate(rng.sample(extra, min(new_activity_log, len(extra)))):
+                kind = "dashboards" if e in self.rows["dashboards"] else "cohorts"
+                when = shared if i < 2 else now - timedelta(microseconds=rng.randrange(1, 1_000_000))
+                field_ = "pinned" if kind == "dashboards" else "name"
+                logged.append(self._activity(rng, kind, PROJECT_ID, e.item["id"], "updated", when, _user(rng),
+                                             e.item.get("name"), [{"type": ACTIVITY_SCOPES[kind], "action": "changed",
+                                                                   "field": field_, "before": None,
+                                                                   "after": e.item.get(field_)}]))
+            self.rows["activity_log"].extend(logged)
+            result["activity_log"] = {"new": [a.item["id"] for a in sorted(logged, key=activity_order, reverse=True)]}
+            return result
+
+    @staticmethod
+    def _display_name(kind: str, item: dict) -> str | None:
+        return item.get("key") if kind == "feature_flags" else (item.get("name") or item.get("derived_name"))
+
+    def _edit(self, rng: random.Random, kind: str, e: Entry, when: datetime) -> Entry:
+        """One edit of ``e`` at ``when`` (its new change time) and the activity-log entry that records it."""
+        user = _user(rng)
+        if kind == "insights":
+            before = e.item["name"]
+            e.item = {**e.item, "name": f"{before or e.item['derived_name']} (edited)", "last_modified_at": tu.iso_z(when),
+                      "updated_at": tu.iso_z(when), "last_modified_by": user}
+            e.extra.update(last_modified_at=when, updated_at=when)
+            change = {"field": "name", "before": before, "after": e.item["name"]}
+        elif kind == "experiments":
+            before = e.item["description"]
+            e.item = {**e.item, "description": (before or "") + " (edited)", "updated_at": tu.iso_z(when)}
+            e.extra["updated_at"] = when
+            change = {"field": "description", "before": before, "after": e.item["description"]}
+        else:
+            before = e.item["filters"]
+            groups = [{**g, "rollout_percentage": rng.choice((5, 20, 40, 60, 80))} for g in before["groups"]]
+            e.item = {**e.item, "filters": {**before, "groups": groups}, "updated_at": tu.iso_z(when),
+                      "version": (e.item["version"] or 1) + 1, "last_modified_by": user}
+            e.extra["updated_at"] = when
+            change = {"field": "filters", "before": before, "after": e.item["filters"]}
+        return self._activity(rng, kind, PROJECT_ID, e.item["id"], "updated", when + timedelta(milliseconds=1), user,
+                              self._display_name(kind, e.item),
+                              [{"type": ACTIVITY_SCOPES[kind], "action": "changed", **change}], e.item.get("short_id"))
+
+    def _as_new(self, kind: str, entry: Entry, created: datetime) -> None:
+        """A row just created: its change time is its creation time."""
+        stamp = tu.iso_z(created)
+        if kind == "insights":
+            entry.item.update(created_at=stamp, updated_at=stamp, last_modified_at=stamp, last_viewed_at=None)
+            entry.extra.update(created_at=created, updated_at=created, last_modified_at=created)
+        elif kind == "experiments":
+            entry.item.update(created_at=stamp, updated_at=stamp, start_date=None, end_date=None, status="draft",
+                              conclusion=None, archived=False)
+            entry.extra.update(created_at=created, updated_at=created, archived=False)
+        else:
+            entry.item.update(created_at=stamp, updated_at=None, version=1, last_modified_by=None, active=True,
+                              archived=False, status="active", last_called_at=None)
+            entry.extra.update(created_at=created, updated_at=None, archived=False)
 
     def mutate_recordings(self, rng: random.Random, now: datetime, new: int, grow: bool) -> dict:
         """New recordings, and ongoing ones that grew (later end_time, longer duration, same start_time)."""

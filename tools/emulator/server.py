@@ -32,7 +32,7 @@ from .config import EmulatorConfig
 from .data import DataParams, Store
 from .endpoints import ApiError, Ctx, Result
 from .faults import BODY_429, BODY_500, BODY_502, FaultConfig, FaultInjector
-from .keys import KEYS, KEYS_BY_VALUE, ORGANIZATION_ID, PROJECT_ID, RESOURCE_SCOPES, ApiKey
+from .keys import KEYS, KEYS_BY_VALUE, ORGANIZATION_ID, PROJECT_ID, RESOURCE_SCOPES, SUBRESOURCE_SCOPES, ApiKey
 from .ratelimit import RateLimiter, Throttled
 
 JSON = "application/json"
@@ -64,6 +64,7 @@ RESOURCES: dict[str, Resource] = {
     "dashboards": Resource("crud", ep.dashboards_list, ep.resource_detail("dashboards"), True),
     "experiments": Resource("crud", ep.experiments_list, ep.resource_detail("experiments"), False),
     "surveys": Resource("crud", ep.surveys_list, ep.resource_detail("surveys"), False),
+    "activity_log": Resource("crud", ep.activity_log_list, None, False),
 }
 
 
@@ -118,6 +119,9 @@ def route(path: str, method: str = "GET") -> Route:
             return Route("list", res.endpoint_class, RESOURCE_SCOPES[name], ref, name)
         if len(segs) == 5 and res.detail_handler is not None:
             return Route("detail", res.endpoint_class, RESOURCE_SCOPES[name], ref, name, segs[4])
+        if len(segs) == 6 and (name, segs[5]) in SUBRESOURCE_SCOPES:  # e.g. cohorts/{id}/persons/
+            return Route(f"{name}_{segs[5]}", res.endpoint_class, " ".join(SUBRESOURCE_SCOPES[(name, segs[5])]),
+                         ref, name, segs[4])
     raise ep.not_found()
 
 
@@ -225,9 +229,10 @@ class Emulator:
                 if not key.can_access_project(project_id):
                     raise ApiError(403, "authentication_error", "permission_denied",
                                    f"API key does not have access to the requested project: ID {project_id}.")
-            if r.scope and not key.has_scope(r.scope):
-                raise ApiError(403, "authentication_error", "permission_denied",
-                               f"API key missing required scope '{r.scope}'")
+            for scope in r.scope.split():  # every required scope, the first missing one named
+                if not key.has_scope(scope):
+                    raise ApiError(403, "authentication_error", "permission_denied",
+                                   f"API key missing required scope '{scope}'")
             try:
                 self.limiter.check(key.value, r.endpoint_class)
             except Throttled as t:
@@ -250,6 +255,8 @@ class Emulator:
                 result = self.exports.handle(ctx, method, r.item_id or "")
             elif r.view == "list":
                 result = RESOURCES[r.resource].list_handler(ctx)
+            elif r.view == "cohorts_persons":
+                result = ep.cohort_persons(ctx, r.item_id)
             else:
                 result = RESOURCES[r.resource].detail_handler(ctx, r.item_id)
             payload = result.raw if result.raw is not None else _json(result.body)
