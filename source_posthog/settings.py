@@ -19,6 +19,8 @@ PERSONS_PAGE_SIZE = 1000
 # rows (a person can have thousands; a page of persons has ~1.6 per person).
 PERSONS_QUERY_PAGE_SIZE = 25_000
 PERSONS_DISTINCT_IDS_PAGE_SIZE = 50_000
+# Cohort membership pairs are two ids (~50 bytes): pages at PostHog's cap on returned rows.
+COHORT_MEMBERS_PAGE_SIZE = 50_000
 # Session recordings default to 50 a page; the list is a ClickHouse query, keep pages moderate.
 RECORDINGS_PAGE_SIZE = 200
 

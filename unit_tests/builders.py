@@ -319,7 +319,9 @@ PROBED = {  # stream → (resource path under the project; the scope). Not proje
     "dashboards": ("dashboards", "dashboard:read"),
     "experiments": ("experiments", "experiment:read"),
     "surveys": ("surveys", "survey:read"),
+    "activity_log": ("activity_log", "activity_log:read"),
     "persons": ("persons", "person:read"),
+    "cohort_membership": ("query", "query:read"),
     "session_recordings": ("session_recordings", "session_recording:read"),
     "sessions": ("query", "query:read"),
     "events": ("query", "query:read"),
@@ -350,20 +352,18 @@ def mock_scope_probes(http_mocker: Any, refused: Optional[List[str]] = None) -> 
             continue
         if stream in (refused or []):
             response = PostHogResponse.forbidden_scope(scope).build()
-        elif stream in ("events", "sessions"):
+        elif stream in ("events", "sessions", "cohort_membership"):
             response = PostHogResponse(load_template("query_events")).with_field("results", []).build()
         elif stream == "session_recordings":
             response = PostHogResponse({"results": [], "has_next": False, "version": 4}).build()
         elif stream == "group_types":
             response = PostHogResponse([]).build()  # a bare array (docs/posthog-api.md § 14.1)
-        elif stream == "groups":
+        elif stream in ("groups", "activity_log"):
             response = PostHogResponse({"next": None, "previous": None, "results": []}).build()
         else:
             response = PostHogResponse({"count": 0, "next": None, "previous": None, "results": []}).build()
-        if stream == "events":
-            http_mocker.post(PostHogRequest.query().with_body(_events_probe_body()).build(), response)
-        elif stream == "sessions":
-            http_mocker.post(PostHogRequest.query().with_body(_sessions_probe_body()).build(), response)
+        if stream in ("events", "sessions", "cohort_membership"):
+            http_mocker.post(PostHogRequest.query().with_body(_probe_body_of(stream)).build(), response)
         else:
             http_mocker.get(request.build(), response)
 
@@ -414,3 +414,10 @@ def _sessions_probe_body() -> Mapping[str, Any]:
     from source_posthog.streams import Sessions
 
     return probe_body(Sessions)
+
+
+def _probe_body_of(stream: str) -> Mapping[str, Any]:
+    from source_posthog.streams import STREAM_CLASSES
+
+    (stream_class,) = [cls for cls in STREAM_CLASSES if stream_of(cls).name == stream]
+    return probe_body(stream_class)

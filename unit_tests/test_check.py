@@ -244,14 +244,14 @@ class TestScopes:
         output = discover(SourcePosthog(), ConfigBuilder().build())
 
         names = {stream.name for stream in output.catalog.catalog.streams}
-        assert "session_recordings" not in names and {"events", "persons", "cohorts", "groups", "surveys"} <= names and len(names) == 16
+        assert "session_recordings" not in names and {"events", "persons", "cohorts", "groups", "surveys"} <= names and len(names) == 18
         assert any("session_recordings" in log.log.message and "session_recording:read" in log.log.message for log in output.logs)
 
     def test_given_posthog_describes_the_key_when_check_then_one_request_tells_every_missing_scope(self, http_mocker: HttpMocker) -> None:
         http_mocker.get(PostHogRequest.project(2).build(), PostHogResponse(load_template("project")).build())
         mock_current_key(http_mocker, ["query:read", "cohort:write", "project:read", "feature_flag:read", "insight:read", "annotation:read",
                                        "action:read", "event_definition:read", "property_definition:read", "person:read",
-                                       "group:read", "dashboard:read", "experiment:write", "survey:read"])
+                                       "group:read", "dashboard:read", "experiment:write", "survey:read", "activity_log:read"])
 
         output = run_check(ConfigBuilder().build())
 
@@ -266,7 +266,7 @@ class TestScopes:
 
         output = discover(SourcePosthog(), ConfigBuilder().build())
 
-        assert len(output.catalog.catalog.streams) == 17
+        assert len(output.catalog.catalog.streams) == 19
 
     def test_given_a_key_without_access_to_the_project_when_check_then_failed(self, http_mocker: HttpMocker) -> None:
         http_mocker.get(PostHogRequest.project(2).build(), PostHogResponse.error(403).build())

@@ -18,6 +18,7 @@ from airbyte_cdk.test.mock_http import HttpMocker
 from source_posthog import seams, settings
 from source_posthog.http import PostHogBackoffStrategy, build_api_budget
 from source_posthog.source import SourcePosthog
+from source_posthog.streams import STREAM_CLASSES
 from source_posthog.streams.base import ProjectRead
 from unit_tests.support.cdk_seams import budget_used_by, rates_of
 from unit_tests.builders import API_KEY, PROJECT_URL, ConfigBuilder, PostHogRequest, PostHogResponse, numbered, record
@@ -346,7 +347,7 @@ class TestSharedBudget:
         streams = source.streams(config)
         clients = [ProjectRead(stream, project, incremental=False).client for stream in streams for project in (2, 3)]
         budgets = {id(budget_used_by(client)) for client in clients}
-        assert len(streams) == 17 and len(budgets) == 1
+        assert len(streams) == len(STREAM_CLASSES) == 19 and len(budgets) == 1
         assert isinstance(budget_used_by(clients[0]), HttpAPIBudget)
         assert budget_used_by(source.clients(streams[0].config).client("check", "", 2)) is budget_used_by(clients[0])
 

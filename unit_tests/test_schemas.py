@@ -112,10 +112,10 @@ def test_given_fields_the_connector_emits_itself_then_they_stay_declared(name: s
         assert field in props and kinds <= declared_types(props[field]), (name, field)
 
 
-def test_the_new_streams_schemas_keep_the_activity_detail_an_object_and_membership_two_keys() -> None:
+def test_the_new_streams_schemas_keep_the_activity_detail_an_object_and_membership_its_pair() -> None:
     activity = load("activity_log.json")["properties"]
     membership = load("cohort_membership.json")["properties"]
 
     assert declared_types(activity["detail"]) == {"null", "object"}
     assert {"name", "changes"} <= set(activity["detail"]["properties"])
-    assert set(membership) == {"cohort_id", "person_id"}
+    assert set(membership) == {"cohort_id", "person_id", "static"}  # `static`: which HogQL table the pair came from

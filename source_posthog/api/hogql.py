@@ -263,3 +263,22 @@ def person_distinct_ids_query(
         f"SELECT person_id, distinct_id FROM person_distinct_ids WHERE {' AND '.join(conditions)} "
         f"ORDER BY person_id ASC, distinct_id ASC LIMIT {checked_limit(limit)}"
     )
+
+
+# -- cohort membership (docs/posthog-api.md § 20.5) ---------------------------------------------------
+# `cohort_people`: the members of dynamic cohorts at their current version (a DISTINCT select over
+# ClickHouse `cohortpeople`, posthog/hogql/database/schema/cohort_people.py); `static_cohort_people`:
+# static cohorts (`person_static_cohort`, static_cohort_people.py). Both: cohort_id, person_id.
+COHORT_MEMBER_TABLES: Sequence[str] = ("cohort_people", "static_cohort_people")
+
+
+def cohort_members_query(table: str, after: Optional[Tuple[int, str]], limit: int) -> str:
+    """One keyset page of (cohort_id, person_id) pairs, ordered by both, strictly after `after`.
+    `person_id` is a UUID in ClickHouse: only the server compares it."""
+    if table not in COHORT_MEMBER_TABLES:
+        raise ValueError(f"unknown cohort membership table {table!r}")
+    where = ""
+    if after is not None:
+        cohort, person = int(after[0]), uuid_literal(after[1])
+        where = f" WHERE (cohort_id > {cohort} OR (cohort_id = {cohort} AND person_id > {person}))"
+    return f"SELECT cohort_id, person_id FROM {table}{where} ORDER BY cohort_id ASC, person_id ASC LIMIT {checked_limit(limit)}"

@@ -1,4 +1,6 @@
+from source_posthog.streams.activity_log import ActivityLog
 from source_posthog.streams.annotations import Annotations
+from source_posthog.streams.cohort_membership import CohortMembership
 from source_posthog.streams.events import Events
 from source_posthog.streams.groups import Groups, GroupTypes
 from source_posthog.streams.persons import Persons
@@ -32,7 +34,9 @@ STREAM_CLASSES = (
     Dashboards,
     Experiments,
     Surveys,
+    ActivityLog,
     Persons,
+    CohortMembership,
     SessionRecordings,
     Sessions,
     Events,

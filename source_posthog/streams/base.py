@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from datetime import datetime, timedelta
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
@@ -56,7 +57,8 @@ from source_posthog.cdk_internals import FULL_REFRESH_COMPLETE, NO_CURSOR_STATE,
 from source_posthog.config import PostHogConfig
 from source_posthog.http import ClientError, Clients, PostHogClient, Usage, where
 from source_posthog.progress import Progress, estimate_message
-from source_posthog.state import ProjectStates, StateError, split_by_project
+from source_posthog.api.timestamps import parse_timestamp, utc_iso
+from source_posthog.state import ProjectStates, StateError, not_in_future, split_by_project, state_timestamp
 
 
 class MalformedResponse(AirbyteTracedException):
@@ -437,3 +439,86 @@ class IncrementalStream(PostHogStream, ABC):
     def parse_state(self, project_id: int, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
         """The canonical form of a project's incoming state (it carries `project_id`); raises
         StateError if it cannot be trusted, or if its cursor lies in the future."""
+
+
+class ChangeTimeList(PagedList, ABC):
+    """A REST list PostHog can order by a change time (insights `last_modified_at`, experiments and
+    feature flags `updated_at`, docs/posthog-api.md § 20.5): full refresh reads it like any list;
+    incremental reads only what changed since the cursor.
+
+    Each pass of an incremental read starts with one page ordered newest first (`order=-<field>`,
+    with the server's change-time filter where PostHog has one). Between two syncs the changes
+    usually fit in that page: when it also holds an older item (or is the whole list), it is all
+    there is to read. Otherwise (the first sync, or more changes than a page) the list is read in its
+    default order, which PostHog keeps stable across pages (a client-chosen order has no tiebreak,
+    so offset pages could skip rows that share a change time), keeping what changed since the
+    cursor. The next cursor is the newest change seen in the first pages, read before anything
+    else: an item that changes during the read has a later change time, and the next sync reads it.
+    Items that tie with the cursor are read again (the same `id`: destinations deduplicate).
+
+    A field that stays null until the first edit (feature flags' `updated_at`) falls back to
+    `fallback_field` (their `created_at`); such a list also reads its newest created items first.
+    Deleted items leave the list: incremental reads do not see deletions (the activity log does).
+    """
+
+    change_field: str = ""
+    fallback_field: Optional[str] = None
+    since_param: Optional[str] = None  # a strict `>` filter on the change field (insights: date_from)
+
+    @property
+    def cursor_field(self) -> str:  # type: ignore[override]
+        return self.change_field
+
+    def changed_at(self, item: Mapping[str, Any]) -> Optional[datetime]:
+        value = item.get(self.change_field) or (item.get(self.fallback_field) if self.fallback_field else None)
+        return parse_timestamp(value) if value else None
+
+    def trusted_state(self, project_id: int, value: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+        if self.change_field not in value:
+            return super().trusted_state(project_id, value)  # a full refresh's checkpoint
+        if not self.written_for_this_project(project_id, value):
+            return None
+        cursor = not_in_future(self.name, self.change_field, state_timestamp(value, self.change_field, self.name))
+        return {self.change_field: utc_iso(cursor), "project_id": project_id}
+
+    def read_project(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
+        if not part.incremental:
+            yield from super().read_project(part)
+            return
+        since = parse_timestamp(part.resume[self.change_field]) if part.resume and self.change_field in part.resume else None
+        newest = since
+        for one_pass in self.passes(part):
+            emitted: set = set()
+            first_pages, complete = self._newest_first(part, one_pass, since)
+            for page in first_pages:
+                for item in page:
+                    changed = self.changed_at(item)
+                    newest = changed if changed is not None and (newest is None or changed > newest) else newest
+            if since is not None and complete:
+                items: Iterable[Mapping[str, Any]] = (item for page in first_pages for item in page)
+            else:
+                items = (item for body, _ in part.pages(part.url(f"{self.resource}/"), self.first_page_params(one_pass)) for item in self.records(body, one_pass))
+            for item in items:
+                changed = self.changed_at(item)
+                if item.get("id") in emitted or (since is not None and (changed is None or changed < since)):
+                    continue
+                emitted.add(item.get("id"))
+                yield part.record(dict(item))
+        if newest is not None:
+            yield part.checkpoint({self.change_field: utc_iso(newest), "project_id": part.project_id})
+
+    def _newest_first(self, part: ProjectRead, one_pass: Mapping[str, Any], since: Optional[datetime]) -> Tuple[List[List[Mapping[str, Any]]], bool]:
+        """The newest-first page of the pass (and, for a nullable change field, its newest-created
+        page), and whether they hold every change since `since`."""
+        orders = [self.change_field] + ([self.fallback_field] if self.fallback_field else [])
+        pages, complete = [], True
+        for field_name in orders:
+            params = {**self.first_page_params(one_pass), "order": f"-{field_name}"}
+            if self.since_param and since is not None and field_name == self.change_field:
+                params[self.since_param] = utc_iso(since - timedelta(seconds=1))  # strict `>`, and not finer than seconds
+            body = part.get_body(part.url(f"{self.resource}/"), params)
+            page = list(self.records(body, one_pass))
+            pages.append(page)
+            values = [parse_timestamp(item[field_name]) for item in page if item.get(field_name)]
+            complete = complete and (envelopes.next_path(body) is None or (since is not None and any(value < since for value in values)))
+        return pages, complete

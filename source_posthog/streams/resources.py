@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, T
 from airbyte_cdk.models import AirbyteMessage
 
 from source_posthog.cdk_internals import FULL_REFRESH_COMPLETE
-from source_posthog.streams.base import PagedList, PostHogStream, ProjectRead
+from source_posthog.streams.base import ChangeTimeList, PagedList, PostHogStream, ProjectRead
 
 
 class Cohorts(PagedList):
@@ -20,18 +20,35 @@ class Cohorts(PagedList):
     scope = "cohort:read"
 
 
-class FeatureFlags(PagedList):
-    """`feature_flags/`: excludes deleted flags; archived ones need `archived`, not sent."""
+class FeatureFlags(ChangeTimeList):
+    """`feature_flags/`: two passes, active and archived (PostHog lists archived flags only when
+    `archived` is passed, and `archived=true|false` then filters on it); deleted flags never.
+    Incremental on `updated_at`, which PostHog leaves null until a flag's first edit: such a flag
+    counts from its `created_at` (products/feature_flags/backend/api/feature_flag.py, § 20.5)."""
 
     resource = "feature_flags"
     scope = "feature_flag:read"
+    change_field = "updated_at"
+    fallback_field = "created_at"
+
+    def passes(self, part: ProjectRead) -> Sequence[Mapping[str, Any]]:
+        return ({"archived": False}, {"archived": True})
+
+    def pass_params(self, one_pass: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"archived": "true" if one_pass["archived"] else "false"}
+
+    def records(self, body: Mapping[str, Any], one_pass: Mapping[str, Any]) -> Iterable[Dict[str, Any]]:
+        return (record for record in body["results"] if bool(record.get("archived")) == one_pass["archived"])
 
 
-class Insights(PagedList):
-    """`insights/`: `basic=true` asks for the lighter serializer (no cached results)."""
+class Insights(ChangeTimeList):
+    """`insights/`: `basic=true` asks for the lighter serializer (no cached results). Incremental
+    on `last_modified_at`: PostHog orders by it and filters on it (`date_from`, strict)."""
 
     resource = "insights"
     scope = "insight:read"
+    change_field = "last_modified_at"
+    since_param = "date_from"
 
     def pass_params(self, one_pass: Mapping[str, Any]) -> Mapping[str, Any]:
         return {"basic": "true"}
@@ -61,14 +78,16 @@ class Dashboards(PagedList):
     scope = "dashboard:read"
 
 
-class Experiments(PagedList):
+class Experiments(ChangeTimeList):
     """`experiments/`: two passes. The list hides archived experiments unless asked, and
     `archived=true` returns only the archived ones (docs/posthog-api.md § 14.4), so a sync reads
     `archived=false`, then `archived=true`. Each record already says which it is (`archived`);
-    a pass keeps only its own, so a server that ignored the filter would not duplicate any."""
+    a pass keeps only its own, so a server that ignored the filter would not duplicate any.
+    Incremental on `updated_at` (an allowed `order`, products/experiments/backend/experiment_service.py)."""
 
     resource = "experiments"
     scope = "experiment:read"
+    change_field = "updated_at"
 
     def passes(self, part: ProjectRead) -> Sequence[Mapping[str, Any]]:
         return ({"archived": False}, {"archived": True})

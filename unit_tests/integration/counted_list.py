@@ -19,13 +19,28 @@ class CountedListContract:
     stream = ""
     scope = ""
     id_format = None  # integer ids; a format string for uuid ids
+    # Lists read in passes (feature_flags: active, then archived): the records are in the first;
+    # each further pass answers an empty page.
+    pass_params: tuple = ({},)
 
     @property
     def next_url(self) -> str:
-        return f"https://us.posthog.com/api/projects/2/{self.stream}/?limit={LIMIT}&offset={LIMIT}"
+        extra = "".join(f"{key}={value}&" for key, value in self.pass_params[0].items())
+        return f"https://us.posthog.com/api/projects/2/{self.stream}/?{extra}limit={LIMIT}&offset={LIMIT}"
+
+    def first_request(self, index: int = 0) -> object:
+        request = PostHogRequest.resource(self.stream).with_limit(LIMIT)
+        for key, value in self.pass_params[index].items():
+            request = request.with_param(key, value)
+        return request.build()
+
+    def other_passes_are_empty(self, http_mocker: HttpMocker) -> None:
+        for index in range(1, len(self.pass_params)):
+            http_mocker.get(self.first_request(index), PostHogResponse.page(self.stream).with_records([]).with_count(0).build())
 
     def test_given_one_page_when_read_then_every_record_is_emitted(self, http_mocker: HttpMocker) -> None:
-        request = PostHogRequest.resource(self.stream).with_limit(LIMIT).build()
+        request = self.first_request()
+        self.other_passes_are_empty(http_mocker)
         page = numbered(self.stream, 3, id_format=self.id_format)
         http_mocker.get(request, PostHogResponse.page(self.stream).with_records(page).with_count(3).build())
 
@@ -36,7 +51,8 @@ class CountedListContract:
         http_mocker.assert_number_of_calls(request, 1)
 
     def test_given_two_pages_when_read_then_next_is_followed_until_null(self, http_mocker: HttpMocker) -> None:
-        first = PostHogRequest.resource(self.stream).with_limit(LIMIT).build()
+        first = self.first_request()
+        self.other_passes_are_empty(http_mocker)
         second = PostHogRequest.from_next_url(self.next_url).build()
         page_one, page_two = numbered(self.stream, LIMIT, id_format=self.id_format), numbered(self.stream, 5, start=LIMIT + 1, id_format=self.id_format)
         http_mocker.get(first, PostHogResponse.page(self.stream).with_records(page_one).with_count(LIMIT + 5).with_next(self.next_url).build())
@@ -49,7 +65,7 @@ class CountedListContract:
         http_mocker.assert_number_of_calls(second, 1)
 
     def test_given_key_without_scope_when_read_then_config_error_naming_the_scope(self, http_mocker: HttpMocker) -> None:
-        request = PostHogRequest.resource(self.stream).with_limit(LIMIT).build()
+        request = self.first_request()
         http_mocker.get(request, PostHogResponse.forbidden_scope(self.scope).build())
 
         output = read_stream(self.stream, expecting_exception=True)
@@ -60,7 +76,8 @@ class CountedListContract:
         http_mocker.assert_number_of_calls(request, 1)
 
     def test_given_incremental_requested_when_read_then_full_list_is_read(self, http_mocker: HttpMocker) -> None:
-        request = PostHogRequest.resource(self.stream).with_limit(LIMIT).build()
+        request = self.first_request()
+        self.other_passes_are_empty(http_mocker)
         page = numbered(self.stream, 2, id_format=self.id_format)
         http_mocker.get(request, PostHogResponse.page(self.stream).with_records(page).build())
 
