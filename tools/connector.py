@@ -22,7 +22,11 @@ from tools.emulator.keys import KEYS
 from unit_tests.support.secrets import known_secrets, leaked
 
 REPO = Path(__file__).resolve().parent.parent
-INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time", "sessions": "$start_timestamp"}
+INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time", "sessions": "$start_timestamp",
+                       "insights": "last_modified_at", "experiments": "updated_at", "feature_flags": "updated_at", "activity_log": "created_at"}
+# Read by change time: an incremental sync delivers what changed, and may deliver again the items
+# that tie with the cursor (streams/base.py ChangeTimeList, streams/activity_log.py).
+CHANGE_TIME_STREAMS = ("insights", "experiments", "feature_flags", "activity_log")
 PRIMARY_KEYS = {"events": ("uuid",), "property_definitions": ("type", "id"), "group_types": ("group_type_index",),
                 "groups": ("group_type_index", "group_key"), "sessions": ("session_id",)}
 ALL_STREAMS = (
@@ -54,6 +58,9 @@ def expected_incremental_keys(stream: str, changes: Mapping[str, Any], truth_aft
     incremental streams, everything for the full-refresh ones."""
     if stream == "events":
         return set(changes["events"]["new"]) | set(changes["events"]["late"])
+    if stream in CHANGE_TIME_STREAMS:
+        block = changes.get(stream, {})
+        return set(block.get("new", [])) | set(block.get("updated", []))
     if stream in ("annotations", "session_recordings", "sessions"):
         # sessions: the least an incremental sync must deliver (it also re-reads the settling
         # window, see sessions_incremental_problems).

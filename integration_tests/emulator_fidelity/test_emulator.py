@@ -156,6 +156,9 @@ def test_drf_limit_offset_resources(emu, resource, default_limit):
     truth = emu.ground_truth(resource)
     if resource == "property_definitions":
         truth = [i for t, i in truth if t == "event"]
+    if resource == "feature_flags":  # the truth holds archived flags too; the default list leaves them out
+        archived = {x["id"] for x in follow(emu, "/api/projects/2/feature_flags/?archived=true")}
+        truth = [i for i in truth if i not in archived]
     assert ids == truth and len(set(ids)) == first["count"]
 
 

@@ -775,8 +775,7 @@ class Resources:
             return [e.item["group_type_index"] for e in self.ordered(stream, project_id)]
         if stream == "groups":
             return [[e.item["group_type_index"], e.item["group_key"]] for e in self.ordered(stream, project_id)]
-        if stream == "feature_flags":  # the list without `archived` leaves archived flags out
-            return [e.item["id"] for e in self.ordered(stream, project_id) if not e.extra["archived"]]
+        # feature_flags: archived flags too (the key reads them with `archived=true`), as experiments do.
         return [e.item["id"] for e in self.ordered(stream, project_id)]
 
     def find(self, kind: str, project_id: int, item_id: str) -> dict | None:
