@@ -16,6 +16,7 @@ import pytest
 
 from tools.connector import run_sync, write_catalog, write_config
 from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
+from tools.emulator.data import uuid_order_key
 from source_posthog import settings
 from source_posthog.api.timestamps import to_utc_iso
 
@@ -94,7 +95,7 @@ def test_the_emulators_cost_model_charges_a_keyset_page_the_persons_after_its_bo
     config = EmulatorConfig(events=200, seed=3, base_time=datetime(2026, 11, 1, tzinfo=timezone.utc), persons=500,
                             heavy_persons=1, heavy_distinct_ids=300, query_cost_model=True, query_time_scale=0.0)
     with EmulatorServer(config) as server:
-        ids = sorted(person["id"] for person in server.app.store.person_records())
+        ids = sorted((person["id"] for person in server.app.store.person_records()), key=uuid_order_key)
 
         def query(text: str) -> Any:
             response = http.post(f"{server.url}/api/projects/2/query/", json={"query": {"kind": "HogQLQuery", "query": text}},
@@ -140,7 +141,7 @@ def test_given_a_sync_killed_after_its_first_page_when_run_again_with_its_state_
 
     config = write_config(tmp_path, emulator.url, emulator.api_key, emulator.project_id)
     catalog = write_catalog(tmp_path, ["persons"], incremental=False)
-    expected = truth(emulator)
+    expected = sorted(truth(emulator), key=lambda p: uuid_order_key(p["id"]))  # HogQL's ORDER BY id: ClickHouse's UUID order
 
     killed = run_sync(config, catalog, env=ENV, kill_after_bytes=25_000_000, timeout=300)  # inside the second page
 
@@ -152,7 +153,7 @@ def test_given_a_sync_killed_after_its_first_page_when_run_again_with_its_state_
 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     again = [comparable(record) for record in resumed.records["persons"]]
-    assert sorted(again, key=lambda p: p["id"]) == expected[settings.PERSONS_QUERY_PAGE_SIZE:]
+    assert sorted(again, key=lambda p: uuid_order_key(p["id"])) == expected[settings.PERSONS_QUERY_PAGE_SIZE:]
     first_query = next(entry["hogql"] for entry in emulator.requests() if entry["path"].endswith("/query/"))
     assert f"WHERE id > toUUID('{checkpoint['after']}')" in first_query
     delivered = {p["id"] for p in again} | {record["id"] for record in killed.records.get("persons", [])}

@@ -399,36 +399,70 @@ def test_dataset_has_ties_and_late_events(emu):
 def test_hogql_offset_refused(emu, query):
     r = hog(emu, query)
     assert r.status_code == 400
-    assert r.json()["type"] == "validation_error" and "OFFSET" in r.json()["detail"] and r.json()["attr"] is None
+    assert r.json() == error_body("validation_error", "hogql_query_error", hogql.OFFSET_REFUSED)
+    assert r.json()["detail"].startswith("OFFSET is not supported on queries made with a personal API key.")
+
+
+@pytest.mark.parametrize("query,detail", [
+    ("SELEC uuid FROM events", "mismatched input 'SELEC' expecting {SELECT, WITH, '{', '(', '<'}"),
+    ("SELECT uuid FROM events WHERE", "no viable alternative at input 'SELECT uuid FROM events WHERE'"),
+    ("SELECT uuid FROM events WHERE event = 'unterminated",
+     "no viable alternative at input 'SELECT uuid FROM events WHERE event = ''"),
+    ("SELECT uuid FROM events; DROP TABLE events", "mismatched input 'DROP' expecting <EOF>"),
+    ("SELECT uuid FROM events ORDER BY", "no viable alternative at input 'SELECT uuid FROM events ORDER BY'"),
+    ("SELECT uuid FROM events WHERE timestamp > 5 @ 3", "Unexpected character '@' (U+0040)"),
+    ("", "mismatched input '<EOF>' expecting {SELECT, WITH, '{', '(', '<'}"),
+])
+def test_hogql_syntax_errors_are_posthogs_400(emu, query, detail):
+    """PostHog's parser's message, as ValidationError(str(e), "hogql_syntax_error") (posthog/api/query.py)."""
+    r = hog(emu, query)
+
+    assert r.status_code == 400, r.text
+    assert r.json() == error_body("validation_error", "hogql_syntax_error", detail)
 
 
 @pytest.mark.parametrize("query,code", [
-    ("SELEC uuid FROM events", "syntax_error"),
-    ("SELECT uuid FROM events WHERE", "syntax_error"),
-    ("SELECT uuid FROM events WHERE event = 'unterminated", "syntax_error"),
-    ("SELECT uuid FROM events; DROP TABLE events", "syntax_error"),
-    ("SELECT uuid FROM events WHERE event = 'a' AND", "syntax_error"),
-    ("SELECT uuid FROM events ORDER BY", "syntax_error"),
-    ("SELECT uuid FROM events LIMIT -1", "syntax_error"),
-    ("SELECT uuid FROM events WHERE timestamp > 5 @ 3", "syntax_error"),
-    ("SELECT nope FROM events", "invalid_input"),
-    ("SELECT uuid FROM nope", "invalid_input"),
-    ("SELECT uuid FROM events WHERE timestamp > 'not a date'", "invalid_input"),
-    ("SELECT uuid FROM events WHERE uuid = toUUID('xyz')", "invalid_input"),
-    ("SELECT uuid FROM events WHERE event = 42", "invalid_input"),
-    ("SELECT uuid FROM events GROUP BY uuid", "invalid_input"),
-    ("SELECT properties.$browser FROM events", "invalid_input"),
-    ("SELECT uuid, count() FROM events", "invalid_input"),
-    ("SELECT sleep(3) FROM events", "invalid_input"),
-    ("SELECT uuid FROM events WHERE toDateTime64('2024-01-01', 6, 'Mars/Base') < timestamp", "invalid_input"),
-    ("", "invalid_input"),
+    ("SELECT nope FROM events", "hogql_query_error"),
+    ("SELECT uuid FROM nope", "hogql_query_error"),
+    ("SELECT uuid FROM events WHERE timestamp > 'not a date'", "cannot_parse_datetime"),
+    ("SELECT uuid FROM events WHERE uuid = toUUID('xyz')", "cannot_parse_uuid"),
+    ("SELECT uuid FROM events WHERE event = 42", "illegal_type_of_argument"),
+    ("SELECT uuid, count() FROM events", "not_an_aggregate"),
+    ("SELECT uuid FROM events WHERE toDateTime64('2024-01-01', 6, 'Mars/Base') < timestamp", "bad_arguments"),
+    ("SELECT {missing} FROM events", "hogql_query_error"),
+    # accepted by PostHog, not evaluated here: a clear 400 that says so
+    ("SELECT uuid FROM events LIMIT -1", "emulator_not_supported"),
+    ("SELECT uuid FROM events GROUP BY uuid", "emulator_not_supported"),
+    ("SELECT properties.$browser FROM events", "emulator_not_supported"),
+    ("SELECT sleep(3) FROM events", "emulator_not_supported"),
+    ("SELECT uuid FROM events e JOIN persons p ON e.person_id = p.id", "emulator_not_supported"),
+    ("SELECT key FROM groups", "emulator_not_supported"),
 ])
 def test_hogql_malformed_is_a_clear_400(emu, query, code):
     r = hog(emu, query)
     assert r.status_code == 400, r.text
     body = r.json()
     assert set(body) == {"type", "code", "detail", "attr"}
-    assert body["type"] == "validation_error" and body["code"] == code and body["detail"]
+    assert body["type"] == "validation_error" and body["code"] == code and body["detail"] and body["attr"] is None
+    assert ("is not supported by this emulator" in body["detail"]) == (code == "emulator_not_supported")
+
+
+def test_hogql_resolution_errors_are_posthogs_wording(emu):
+    """QueryError (code hogql_query_error): posthog/hogql/resolver.py, database.py, placeholders.py."""
+    assert hog(emu, "SELECT nope FROM events").json()["detail"] == "Unable to resolve field: nope"
+    assert hog(emu, "SELECT uuid FROM nope").json()["detail"] == "Unknown table `nope`."
+    assert hog(emu, "SELECT {missing} FROM events").json()["detail"] == "Unresolved placeholder: {missing}"
+    assert hog(emu, "SELECT uuid FROM events WHERE event = {missing}", values={"name": "x", "other": 1}).json()["detail"] == \
+        "Placeholder {missing} is not available in this context. You can use the following: name, other"
+
+
+def test_hogql_internal_parser_error_is_a_500(emu):
+    """The parser's NotImplementedError (e.g. SETTINGS) is an InternalHogQLError: posthog/api/query.py does not
+    turn it into a ValidationError, so drf-exceptions-hog answers its default server error."""
+    r = hog(emu, "SELECT uuid FROM events SETTINGS max_threads = 1")
+
+    assert r.status_code == 500
+    assert r.json() == error_body("server_error", "error", "A server error occurred.")
 
 
 def test_query_request_validation(emu):

@@ -68,6 +68,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "(README 'File-download exports')")
     p.add_argument("--no-key-introspection", dest="key_introspection", action="store_false",
                    help="404 on /api/personal_api_keys/@current/, as older PostHog versions")
+    p.add_argument("--sessions-table-version", choices=("auto", "v2", "v3"), default="auto",
+                   help="every project's HogQL sessions table (auto = v2, PostHog's default)")
+    p.add_argument("--project-sessions-table-version", action="append", default=[], metavar="PROJECT=VERSION",
+                   help="one project's sessions table, e.g. 3=v3 (repeatable)")
     return p.parse_args(argv)
 
 
@@ -85,7 +89,14 @@ def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
         query_max_execution_seconds=a.query_max_execution_seconds, query_concurrency_limit=a.query_concurrency_limit,
         query_concurrency=a.query_concurrency, query_budget_bytes_per_hour=a.query_budget_bytes_per_hour,
         query_budget_capacity_bytes=a.query_budget_capacity_bytes, key_introspection=a.key_introspection,
-        exports=ExportSettings.parse(a.exports))
+        exports=ExportSettings.parse(a.exports),
+        sessions_table_version=a.sessions_table_version,
+        project_sessions_table_versions=dict(_project_version(x) for x in a.project_sessions_table_version))
+
+
+def _project_version(text: str) -> tuple[int, str]:
+    project, _, version = text.partition("=")
+    return int(project), version.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

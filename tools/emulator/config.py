@@ -32,6 +32,10 @@ class EmulatorConfig:
     #                                           (None: 1 s, or 30 s with realistic=True)
     query_latency: float = 0.0  # artificial seconds per /query/ request, spent holding a concurrency slot
     key_introspection: bool = True  # GET /api/personal_api_keys/@current/ (False: 404, as older PostHog versions)
+    # HogQL `sessions`: every project's sessionTableVersion team modifier ("auto" = v2, PostHog's default;
+    # "v2"; "v3"), and per-project exceptions {project_id: version} (README "HogQL").
+    sessions_table_version: str = "auto"
+    project_sessions_table_versions: dict[int, str] = field(default_factory=dict)
     # Operating conditions (README "Operating conditions", posthog-api.md § 11). All off by default;
     # realistic=True switches every one on (a field left at None takes the preset's value).
     realistic: bool = False
@@ -57,6 +61,10 @@ class EmulatorConfig:
             raise ValueError("persons must be >= 1, heavy_persons >= 0 and heavy_distinct_ids >= 1")
         if self.rate_scale <= 0:
             raise ValueError("rate_scale must be > 0")
+        for version in (self.sessions_table_version, *self.project_sessions_table_versions.values()):
+            if version not in ("auto", "v2", "v3"):
+                raise ValueError(f"a sessions table version is 'auto', 'v2' or 'v3', not {version!r}")
+        self.project_sessions_table_versions = {int(k): v for k, v in self.project_sessions_table_versions.items()}
         if self.faults is None:
             self.faults = FaultConfig()
         if self.exports is None:
@@ -114,6 +122,10 @@ class EmulatorConfig:
             args.append("--rate-limits")
         if not self.key_introspection:
             args.append("--no-key-introspection")
+        if self.sessions_table_version != "auto":
+            args += ["--sessions-table-version", self.sessions_table_version]
+        for project, version in sorted(self.project_sessions_table_versions.items()):
+            args += ["--project-sessions-table-version", f"{project}={version}"]
         if self.faults.rates:
             args += ["--faults", self.faults.to_spec()]
         if self.data_dir is not None:

@@ -9,7 +9,15 @@ Shape of the data (posthog-api.md § 3.2, § 3.3, § 4.2):
   ``properties`` (JSON text, ~30 keys, ~1 KB, stored and served as a string), ``elements_chain``,
   ``person_id``, ``created_at`` (ingestion time; ~1 % of events arrive hours to days late);
   ~10 % of events share their exact timestamp with others (bursts of 2..50);
-- persons: ``id == uuid`` (the ActorsQuery serializer), ``distinct_ids``, properties, ``created_at``.
+- persons: ``id == uuid`` (the ActorsQuery serializer), ``distinct_ids``, properties, ``created_at``
+  (milliseconds: ClickHouse's ``person.created_at`` is ``DateTime64`` = ``DateTime64(3)``,
+  posthog/models/person/sql.py);
+- cohort membership of project 2's cohorts: ``raw_cohort_people`` (ClickHouse ``cohortpeople``: person,
+  cohort, version, sign), ``cohort_versions`` (each non-static, non-deleted cohort's current version,
+  which PostHog keeps in Postgres) and ``static_cohort_people`` (``person_static_cohort``).
+
+UUIDs are stored as their lowercase text; wherever one is compared or sorted it is in ClickHouse's
+order (:func:`uuid_order_sql`), with expression indexes so keyset pages stay index scans.
 """
 
 from __future__ import annotations
@@ -36,9 +44,24 @@ from . import timeutil as tu
 from .keys import PROJECT_ID, SECOND_PROJECT_ID
 from .resources import Resources
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: ClickHouse UUID order indexes, millisecond persons.created_at, cohort membership
 MAX_CACHED_FILES = 6
 _BATCH = 10_000
+
+
+def uuid_order_sql(expr: str) -> str:
+    """SQL for the ClickHouse order of a UUID stored as lowercase text: ClickHouse compares ``UUID``
+    values by their second half first (ordered, ``ffffffff-0000-0000-0000-000000000000`` comes before
+    ``00000000-0000-0000-ffff-000000000000``; measured on ClickHouse 26.9), so the key is the last 16
+    hex digits, then the first 16. Indexes below use the same expression."""
+    return (f"(substr({expr}, 20, 4) || substr({expr}, 25, 12) || substr({expr}, 1, 8) || substr({expr}, 10, 4) "
+            f"|| substr({expr}, 15, 4))")
+
+
+def uuid_order_key(text: str) -> str:
+    """:func:`uuid_order_sql` of one lowercase UUID text, in Python."""
+    return text[19:23] + text[24:36] + text[0:8] + text[9:13] + text[14:18]
+
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,21 +91,46 @@ CREATE TABLE person_distinct_ids (
     distinct_id TEXT NOT NULL,
     person_id TEXT NOT NULL
 );
+CREATE TABLE raw_cohort_people (
+    team_id INTEGER NOT NULL,
+    cohort_id INTEGER NOT NULL,
+    person_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sign INTEGER NOT NULL
+);
+CREATE TABLE cohort_versions (
+    team_id INTEGER NOT NULL,
+    cohort_id INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (team_id, cohort_id)
+);
+CREATE TABLE static_cohort_people (
+    team_id INTEGER NOT NULL,
+    cohort_id INTEGER NOT NULL,
+    person_id TEXT NOT NULL
+);
 """
 # HogQL `person_distinct_ids` (distinct_id → person_id; posthog/hogql/database/schema/person_distinct_ids.py).
 # PostHog's ClickHouse table `person_distinct_id2` is ORDER BY (team_id, distinct_id) (posthog/models/person/sql.py),
 # so a filter on person_id cannot prune it: the cost model charges every row of the team (conditions.py).
-PDI_SCHEMA = """
-CREATE TABLE IF NOT EXISTS person_distinct_ids (team_id INTEGER NOT NULL, distinct_id TEXT NOT NULL, person_id TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS person_distinct_ids_person ON person_distinct_ids(team_id, person_id, distinct_id);
-"""
-INDEXES = """
+INDEXES = f"""
 CREATE UNIQUE INDEX events_uuid ON events(uuid);
-CREATE INDEX events_timestamp_uuid ON events(team_id, timestamp, uuid);
+CREATE INDEX events_timestamp_uuid ON events(team_id, timestamp, {uuid_order_sql('uuid')});
 CREATE INDEX events_created_at ON events(team_id, created_at);
-CREATE INDEX persons_created_at ON persons(team_id, created_at, id);
-CREATE INDEX person_distinct_ids_person ON person_distinct_ids(team_id, person_id, distinct_id);
+CREATE INDEX persons_created_at ON persons(team_id, created_at, {uuid_order_sql('id')});
+CREATE INDEX persons_id_order ON persons(team_id, {uuid_order_sql('id')});
+CREATE INDEX person_distinct_ids_person ON person_distinct_ids(team_id, {uuid_order_sql('person_id')}, distinct_id);
+CREATE INDEX raw_cohort_people_version ON raw_cohort_people(team_id, cohort_id, version, {uuid_order_sql('person_id')});
+CREATE INDEX static_cohort_people_order ON static_cohort_people(team_id, cohort_id, {uuid_order_sql('person_id')});
 """
+# HogQL's cohort_people: the distinct rows of `cohortpeople` at each cohort's current version (PostHog reads
+# the (id, version) of the non-static, non-deleted cohorts from Postgres; here `cohort_versions`).
+COHORT_PEOPLE_SQL = ("SELECT DISTINCT r.team_id AS team_id, r.cohort_id AS cohort_id, r.person_id AS person_id "
+                     "FROM raw_cohort_people AS r JOIN cohort_versions AS v ON v.team_id = r.team_id "
+                     "AND v.cohort_id = r.cohort_id AND v.version = r.version")
+# Every current member of the team's cohorts: what cohort_people and static_cohort_people serve (team_id twice).
+COHORT_MEMBERS_SQL = (f"SELECT cohort_id, person_id FROM ({COHORT_PEOPLE_SQL}) WHERE team_id = ? "
+                      "UNION SELECT cohort_id, person_id FROM static_cohort_people WHERE team_id = ?")
 EVENT_COLUMNS = "team_id, uuid, event, timestamp, distinct_id, properties, elements_chain, person_id, created_at"
 _INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
 _INSERT_EVENTS_VISIBLE = f"INSERT INTO events ({EVENT_COLUMNS}, visible_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -294,7 +342,8 @@ def _tie_bursts(rng: random.Random, n: int, lo_us: int, hi_us: int) -> list[int]
 
 
 def _person_rows(rng: random.Random, team_id: int, n: int, first_pk: int, base_us: int, span_us: int) -> list[tuple]:
-    """Person rows; ``created_at`` spread before and across the events span, ~10 % sharing a created_at."""
+    """Person rows; ``created_at`` spread before and across the events span, ~10 % sharing a created_at,
+    in milliseconds as ClickHouse stores it (``created_at DateTime64``, posthog/models/person/sql.py)."""
     rows = []
     lo = base_us - span_us - 90 * 86_400_000_000
     hi = base_us - 3_600_000_000
@@ -325,7 +374,7 @@ def _person_rows(rng: random.Random, team_id: int, n: int, first_pk: int, base_u
         else:
             dids = [device]
         last_seen = min(base_us, c_us + rng.randint(0, 40 * 86_400_000_000))
-        rows.append((team_id, pid, first_pk + i, tu.us_to_db(c_us), orjson.dumps(props).decode(),
+        rows.append((team_id, pid, first_pk + i, tu.us_to_db(c_us - c_us % 1000), orjson.dumps(props).decode(),
                      int(identified), orjson.dumps(dids).decode(), tu.us_to_db(last_seen)))
     return rows
 
@@ -359,6 +408,40 @@ def distinct_id_rows(person_rows: list[tuple]) -> Iterator[tuple]:
             yield (row[0], did, row[1])
 
 
+COHORT_MAX_MEMBERS = 60  # members of one generated cohort at most (each draws 0..this many persons)
+
+
+def cohort_membership_rows(seed: int, cohorts: list, person_ids: list[str]) -> tuple[list, list, list]:
+    """Membership of project 2's cohorts (``Resources`` entries), a pure function of the seed:
+    ``(raw_cohort_people rows, cohort_versions rows, static_cohort_people rows)``.
+
+    A dynamic cohort's members are the ``cohortpeople`` rows of its current version (sign 1); most
+    also keep rows of their previous calculation (a version behind, partly other persons), which
+    PostHog's ``cohort_people`` does not return (schema/cohort_people.py filters on each cohort's
+    (id, version) from Postgres). A deleted dynamic cohort keeps its rows but has no current version
+    (``Cohort.objects.filter(deleted=False)``). A static cohort's members are ``person_static_cohort``
+    rows; a deleted static cohort has none."""
+    rng = random.Random(f"{seed}/cohort_membership")
+    raw: list[tuple] = []
+    versions: list[tuple] = []
+    static: list[tuple] = []
+    for entry in sorted((e for e in cohorts if e.team_id == PROJECT_ID), key=lambda e: e.item["id"]):
+        cid = entry.item["id"]
+        members = rng.sample(person_ids, rng.randint(0, min(COHORT_MAX_MEMBERS, len(person_ids))))
+        if entry.item["is_static"]:
+            if not entry.hidden:
+                static.extend((PROJECT_ID, cid, pid) for pid in members)
+            continue
+        version = rng.randint(1, 6)
+        if version > 1:
+            previous = dict.fromkeys(members[: len(members) // 2] + rng.sample(person_ids, min(3, len(person_ids))))
+            raw.extend((PROJECT_ID, cid, pid, version - 1, 1) for pid in previous)
+        raw.extend((PROJECT_ID, cid, pid, version, 1) for pid in members)
+        if not entry.hidden:
+            versions.append((PROJECT_ID, cid, version))
+    return raw, versions, static
+
+
 def build_database(path: Path, params: DataParams) -> None:
     """Generate the SQLite file for ``params`` (atomically: temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +461,12 @@ def build_database(path: Path, params: DataParams) -> None:
         conn.executemany("INSERT INTO persons VALUES (?,?,?,?,?,?,?,?)", stored + p3)
         conn.executemany("INSERT INTO person_distinct_ids VALUES (?,?,?)", distinct_id_rows(stored + p3))
         del stored
+        raw_members, versions, static_members = cohort_membership_rows(
+            params.seed, Resources(params.seed, params.base_time, params.span_days, {}).rows["cohorts"],
+            [r[1] for r in p2])
+        conn.executemany("INSERT INTO raw_cohort_people VALUES (?,?,?,?,?)", raw_members)
+        conn.executemany("INSERT INTO cohort_versions VALUES (?,?,?)", versions)
+        conn.executemany("INSERT INTO static_cohort_people VALUES (?,?,?)", static_members)
 
         # The events use each person's first and last distinct id, as without the extra aliases.
         factory = EventFactory(params.seed, [(r[1], orjson.loads(r[6])) for r in p2])
@@ -402,31 +491,6 @@ def build_database(path: Path, params: DataParams) -> None:
         conn.executemany("INSERT INTO meta VALUES (?,?)", meta.items())
         conn.commit()
         conn.executescript(INDEXES + "PRAGMA analysis_limit=1000; ANALYZE;")
-        conn.commit()
-        conn.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        conn.close()
-    os.replace(tmp, path)
-
-
-def _has_table(path: Path, table: str) -> bool:
-    conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is not None
-    finally:
-        conn.close()
-
-
-def _add_person_distinct_ids(path: Path) -> None:
-    """Upgrade a cached dataset: a copy gets the person_distinct_ids table (from persons.distinct_ids)
-    and replaces the file atomically (readers hold their own hard link, so they are not disturbed)."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    shutil.copyfile(path, tmp)
-    conn = sqlite3.connect(tmp)
-    try:
-        conn.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + PDI_SCHEMA)
-        conn.execute("INSERT INTO person_distinct_ids SELECT persons.team_id, json_each.value, persons.id "
-                     "FROM persons, json_each(persons.distinct_ids)")
         conn.commit()
         conn.execute("PRAGMA journal_mode=DELETE")
     finally:
@@ -472,16 +536,44 @@ def _prune_cache(data_dir: Path, keep: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def cohort_member_rule(seed: int, cohort_id: int) -> tuple[int, int]:
-    """Who is in the emulator's cohort ``cohort_id``: a pure function of the seed, so the REST cohort
-    persons list (``GET /cohorts/{id}/persons/``, ``Store.cohort_members``) and a HogQL
-    ``cohort_people`` table can share it. A person is a member iff ``pk % modulus == remainder``
-    (``pk``: the persons row's integer key), with ``(modulus, remainder)`` drawn from the RNG
-    ``f"{seed}/cohort_members/{cohort_id}"``: cohorts of about 5 % to 50 % of the project's persons,
-    new persons (``mutate(new_persons=...)``) joining the cohorts their ``pk`` falls in."""
-    rng = random.Random(f"{seed}/cohort_members/{cohort_id}")
-    modulus = rng.choice((2, 3, 4, 5, 8, 10, 20))
-    return modulus, rng.randrange(modulus)
+def _plus_seconds(stored: str | None, seconds: float) -> str | None:
+    return None if stored is None else tu.to_db(tu.from_db(stored) + timedelta(seconds=seconds))
+
+
+def _url_parts(url: str | None) -> urllib.parse.SplitResult | None:
+    try:
+        return urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        return None
+
+
+def _url_path(url: str | None) -> str | None:
+    """ClickHouse ``path()``: the path without query string or fragment."""
+    parts = _url_parts(url)
+    return None if parts is None else parts.path
+
+
+def _url_domain(url: str | None) -> str | None:
+    """ClickHouse ``domain()``: the host, without user info or port."""
+    parts = _url_parts(url)
+    return None if parts is None else parts.netloc.rsplit("@", 1)[-1].split(":", 1)[0]
+
+
+def _uuid7_time(text: str | None) -> str | None:
+    """The millisecond timestamp a UUIDv7 carries in its first 48 bits (a v3 ``session_timestamp``)."""
+    try:
+        return tu.us_to_db(int(text[:8] + text[9:13], 16) * 1000)
+    except (TypeError, ValueError):
+        return None
+
+
+def add_sql_functions(conn: sqlite3.Connection) -> None:
+    """The emulator's SQL functions on one connection (``emu_plus_seconds`` for ingestion times, and
+    ``emu_url_path`` / ``emu_url_domain`` / ``emu_uuid7_time`` for the sessions table)."""
+    conn.create_function("emu_plus_seconds", 2, _plus_seconds, deterministic=True)
+    conn.create_function("emu_url_path", 1, _url_path, deterministic=True)
+    conn.create_function("emu_url_domain", 1, _url_domain, deterministic=True)
+    conn.create_function("emu_uuid7_time", 1, _uuid7_time, deterministic=True)
 
 
 class Store:
@@ -501,8 +593,6 @@ class Store:
         if not self.base_path.exists():
             build_database(self.base_path, params)
             self.generated = True
-        elif not _has_table(self.base_path, "person_distinct_ids"):
-            _add_person_distinct_ids(self.base_path)  # a dataset cached before the table existed
         self.load_seconds = time.monotonic() - t0
         os.utime(self.base_path)
         self._touched = time.monotonic()
@@ -528,6 +618,10 @@ class Store:
         # private working copy ever gets, so the cached dataset is untouched).
         self.visibility_delay = 0.0
         self._has_visible_col = False
+        # Each project's `sessionTableVersion` team modifier (PostHog keeps it in team.modifiers):
+        # "auto" (what a project that did not opt in has; it serves v2), "v2" or "v3".
+        self.default_sessions_table_version = "auto"
+        self.project_sessions_table_versions: dict[int, str] = {}
         with self.read() as conn:
             self._next_person_pk = int(conn.execute("SELECT value FROM meta WHERE key='next_person_pk'").fetchone()[0])
             sample = {
@@ -550,6 +644,7 @@ class Store:
             conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA query_only=1")
         conn.execute("PRAGMA cache_size=-65536")
+        add_sql_functions(conn)
         return conn
 
     @contextmanager
@@ -592,6 +687,7 @@ class Store:
                 writer = sqlite3.connect(work, check_same_thread=False, timeout=30)
                 writer.execute("PRAGMA journal_mode=WAL")
                 writer.execute("PRAGMA synchronous=OFF")
+                add_sql_functions(writer)
                 self._writer = writer
                 with self._pool_lock:
                     self._path = work
@@ -657,6 +753,23 @@ class Store:
         return (" AND (CASE WHEN visible_at IS NULL THEN +created_at <= ? ELSE visible_at <= ? END)",
                 [tu.to_db(now - timedelta(seconds=delay)), tu.to_db(now)])
 
+    def sessions_table_version(self, project_id: int) -> str:
+        """The project's ``sessionTableVersion`` modifier: ``auto`` (v2) unless it opted into another."""
+        return self.project_sessions_table_versions.get(project_id, self.default_sessions_table_version)
+
+    def ingestion_time_sql(self, table: str = "") -> str:
+        """SQL for an event's ingestion time: the moment it became queryable here (``visible_at``),
+        i.e. ``created_at`` plus the visibility delay that applies to it (the batch's own, stored in
+        ``visible_at``, else the current run-wide one; with no delay, ``created_at``). It stands for
+        ClickHouse's ``inserted_at``, which sessions' ``max_inserted_at`` and PostHog's exports window
+        by. ``table``: the alias the events table has in the query (default: none). An event is
+        visible exactly when this is ≤ now (:meth:`visibility_clause` is that predicate, written so
+        that SQLite keeps its timestamp index)."""
+        prefix = f"{table}." if table else ""
+        delay = float(self.visibility_delay or 0)
+        shifted = f"emu_plus_seconds({prefix}created_at, {delay!r})" if delay > 0 else f"{prefix}created_at"
+        return f"COALESCE({prefix}visible_at, {shifted})" if self._has_visible_col else shifted
+
     def _ensure_visible_col(self, w: sqlite3.Connection) -> None:
         if not self._has_visible_col:
             w.execute("ALTER TABLE events ADD COLUMN visible_at TEXT")
@@ -689,9 +802,17 @@ class Store:
         return self._count_in_range("events", "timestamp", team_id, lo, hi)
 
     def count_persons(self, team_id: int, lo: str | None = None, hi: str | None = None) -> int:
-        """Persons of ``team_id`` with lo ≤ id ≤ hi (None = unbounded): the range of ClickHouse's
-        ``person`` table (ORDER BY (team_id, id)) a WHERE on ``id`` prunes to."""
-        return self._count_in_range("persons", "id", team_id, lo, hi)
+        """Persons of ``team_id`` whose id's order key (:func:`uuid_order_key`) is in [lo, hi] (None =
+        unbounded): the range of ClickHouse's ``person`` table (ORDER BY (team_id, id)) a WHERE on
+        ``id`` prunes to."""
+        return self._count_in_range("persons", uuid_order_sql("id"), team_id, lo, hi)
+
+    def count_cohort_rows(self, team_id: int, static: bool) -> int:
+        """Rows of ClickHouse's ``person_static_cohort`` (static) or ``cohortpeople`` (every version)
+        of the team: what a query over ``static_cohort_people`` / ``cohort_people`` reads."""
+        table = "static_cohort_people" if static else "raw_cohort_people"
+        with self.read() as conn:
+            return conn.execute(f"SELECT count(*) FROM {table} WHERE team_id = ?", (team_id,)).fetchone()[0]
 
     def count_person_distinct_ids(self, team_id: int) -> int:
         with self.read() as conn:
@@ -699,24 +820,25 @@ class Store:
 
     def person_records(self, project_id: int = PROJECT_ID) -> list[dict]:
         """Every person of the project as the connector's persons stream emits it (ground truth of
-        the fields, not only the ids): distinct ids sorted."""
+        the fields, not only the ids): distinct ids sorted; persons in HogQL's ``ORDER BY id`` order."""
         with self.read() as conn:
             rows = conn.execute("SELECT id, created_at, properties, is_identified, distinct_ids, last_seen_at FROM persons "
-                                "WHERE team_id = ? ORDER BY id", (project_id,)).fetchall()
+                                f"WHERE team_id = ? ORDER BY {uuid_order_sql('id')}", (project_id,)).fetchall()
         return [{"id": pid, "uuid": pid, "distinct_ids": sorted(orjson.loads(dids)), "properties": orjson.loads(props),
                  "is_identified": bool(identified), "created_at": tu.db_to_iso_z(created),
                  "last_seen_at": tu.db_to_iso_z(last_seen) if last_seen else None}
                 for pid, created, props, identified, dids, last_seen in rows]
 
-    def cohort_member_clause(self, cohort_id: int) -> tuple[str, list]:
-        """The SQL condition on ``persons`` (`` AND ...``, parameters) of :func:`cohort_member_rule`."""
-        modulus, remainder = cohort_member_rule(self.params.seed, cohort_id)
-        return " AND pk % ? = ?", [modulus, remainder]
+    def cohort_member_clause(self, project_id: int, cohort_id: int) -> tuple[str, list]:
+        """The SQL condition on ``persons`` (`` AND ...``, parameters): members of the cohort, from the
+        same tables HogQL's ``cohort_people`` and ``static_cohort_people`` serve."""
+        return (f" AND id IN (SELECT person_id FROM ({COHORT_MEMBERS_SQL}) WHERE cohort_id = ?)",
+                [project_id, project_id, cohort_id])
 
     def cohort_members(self, project_id: int, cohort_id: int) -> list[str]:
         """Person ids of cohort ``cohort_id`` in ``project_id``, PostHog's cohort persons order
         (``created_at DESC, id DESC``, posthog/queries/person_query.py)."""
-        clause, args = self.cohort_member_clause(cohort_id)
+        clause, args = self.cohort_member_clause(project_id, cohort_id)
         with self.read() as conn:
             return [r[0] for r in conn.execute(f"SELECT id FROM persons WHERE team_id = ?{clause} "
                                                "ORDER BY created_at DESC, id DESC", [project_id, *args])]
@@ -742,20 +864,24 @@ class Store:
             vis, vis_args = self.visibility_clause() if visible_only else ("", [])
             with self.read() as conn:
                 return [r[0] for r in conn.execute(
-                    f"SELECT uuid FROM events WHERE team_id=?{vis} ORDER BY timestamp, uuid", [project_id, *vis_args])]
+                    f"SELECT uuid FROM events WHERE team_id=?{vis} ORDER BY timestamp, {uuid_order_sql('uuid')}",
+                    [project_id, *vis_args])]
         if stream == "sessions":  # session ids, oldest start first (from the events, as hogql.sessions_sql)
             vis, vis_args = self.visibility_clause() if visible_only else ("", [])
             with self.read() as conn:
                 return [r[0] for r in conn.execute(
                     f"SELECT sid FROM (SELECT {self._SESSION_OF_EVENT} AS sid, timestamp FROM events WHERE team_id=?{vis}) "
                     "WHERE sid IS NOT NULL AND sid <> '' GROUP BY sid ORDER BY min(timestamp), sid", [project_id, *vis_args])]
-        if stream == "cohort_membership":  # [cohort id, person id] of each listed cohort, in list order
-            return [[cid, pid] for cid in self.resources.ground_truth("cohorts", project_id)
-                    for pid in self.cohort_members(project_id, cid)]
-        if stream == "persons":
+        if stream == "persons":  # the persons list's order (an ActorsQuery: ClickHouse's UUID order on ties)
             with self.read() as conn:
                 return [r[0] for r in conn.execute(
-                    "SELECT id FROM persons WHERE team_id=? ORDER BY created_at DESC, id DESC", (project_id,))]
+                    f"SELECT id FROM persons WHERE team_id=? ORDER BY created_at DESC, {uuid_order_sql('id')} DESC",
+                    (project_id,))]
+        if stream == "cohort_membership":  # [cohort_id, person_id] of cohort_people and static_cohort_people
+            with self.read() as conn:
+                return [list(r) for r in conn.execute(
+                    f"SELECT cohort_id, person_id FROM ({COHORT_MEMBERS_SQL}) ORDER BY cohort_id, "
+                    f"{uuid_order_sql('person_id')}", (project_id, project_id))]
         return self.resources.ground_truth(stream, project_id)
 
     # -- mutations ------------------------------------------------------------------------
@@ -796,7 +922,8 @@ class Store:
                grow_ongoing_recordings: bool = False, new_persons: int = 0,
                visibility_delay_seconds: float | None = None, new_sessions: int = 0,
                grow_ongoing_sessions: bool = False, merge_persons: int | list = 0, delete_persons: int | list = 0,
-               update_persons: int | list = 0, **resource_changes: int) -> dict:
+               update_persons: int | list = 0, added_cohort_members: int = 0, removed_cohort_members: int = 0,
+               **resource_changes: int) -> dict:
         """Change the world between two syncs, in real time ("now").
 
         - new events: timestamps after the current max timestamp and ≤ now − 5 min, created_at = now;
@@ -823,6 +950,9 @@ class Store:
           (``Resources.mutate_changes``: the change times move to now, one activity-log entry each);
           ``result`` then has ``insights``/``experiments``/``feature_flags`` ``{"new", "updated"}`` and
           ``activity_log`` ``{"new"}``.
+        - cohort membership: ``added_cohort_members`` new (cohort, person) pairs and ``removed_cohort_members``
+          removed ones over project 2's non-deleted cohorts (:meth:`_change_cohort_members`);
+          ``result["cohort_membership"]`` = ``{"added": [[cohort_id, person_id], ...], "removed": [...]}``.
         """
         with self.write_lock:
             self._mutations += 1
@@ -842,6 +972,10 @@ class Store:
                 result["persons"]["new"] = self._add_persons(rng, new_persons, now_us)
             if merge_persons or delete_persons or update_persons:
                 result["persons"].update(self._change_persons(merge_persons, delete_persons, update_persons, now_us))
+            if added_cohort_members or removed_cohort_members:
+                result["cohort_membership"] = self._change_cohort_members(
+                    random.Random(f"{self.params.seed}/mutation/{self._mutations}/cohorts"),
+                    added_cohort_members, removed_cohort_members)
             if new_events or late_events:
                 self._add_generated_events(rng, new_events, late_events, late_events_max_age_days, now_us, result,
                                            visibility_delay_seconds)
@@ -922,9 +1056,48 @@ class Store:
         return (PROJECT_ID, uid, "$pageview", tu.us_to_db(ts_us), distinct_id, orjson.dumps(props).decode(), "",
                 person_id, created)
 
+    def _change_cohort_members(self, rng: random.Random, added: int, removed: int) -> dict:
+        """Add and remove members of project 2's cohorts, as PostHog does: a static cohort's rows are
+        inserted into / deleted from ``person_static_cohort``; a dynamic cohort is recalculated, i.e.
+        its new member set is written as the next version and that version becomes current (the old
+        version's rows stay in ``cohortpeople``, unserved). Added members are existing persons."""
+        static_ids = {e.item["id"] for e in self.resources.entries("cohorts", PROJECT_ID) if e.item["is_static"]}
+        with self.read() as conn:
+            versions = dict(conn.execute("SELECT cohort_id, version FROM cohort_versions WHERE team_id = ?", (PROJECT_ID,)))
+            members: dict[int, set[str]] = {cid: set() for cid in sorted(static_ids | set(versions))}
+            for cid, pid in conn.execute(COHORT_MEMBERS_SQL, (PROJECT_ID, PROJECT_ID)):
+                members.setdefault(cid, set()).add(pid)
+            people = [r[0] for r in conn.execute("SELECT id FROM persons WHERE team_id = ? ORDER BY pk", (PROJECT_ID,))]
+        cohorts = sorted(members)
+        gone = rng.sample(sorted([cid, pid] for cid in cohorts for pid in members[cid]),
+                          min(removed, sum(len(m) for m in members.values())))
+        for cid, pid in gone:
+            members[cid].discard(pid)
+        new: list[list] = []
+        for _ in range(added * 20):  # draws that hit a current member are redrawn
+            if len(new) == added or not cohorts or not people:
+                break
+            cid, pid = rng.choice(cohorts), rng.choice(people)
+            if pid not in members[cid]:
+                members[cid].add(pid)
+                new.append([cid, pid])
+        touched = {cid for cid, _ in gone + new}
+        w = self._writable()
+        w.executemany("DELETE FROM static_cohort_people WHERE team_id = ? AND cohort_id = ? AND person_id = ?",
+                      [(PROJECT_ID, cid, pid) for cid, pid in gone if cid in static_ids])
+        w.executemany("INSERT INTO static_cohort_people VALUES (?,?,?)",
+                      [(PROJECT_ID, cid, pid) for cid, pid in new if cid in static_ids])
+        for cid in sorted(touched - static_ids):
+            version = versions[cid] + 1
+            w.executemany("INSERT INTO raw_cohort_people VALUES (?,?,?,?,1)",
+                          [(PROJECT_ID, cid, pid, version) for pid in sorted(members[cid])])
+            w.execute("UPDATE cohort_versions SET version = ? WHERE team_id = ? AND cohort_id = ?", (version, PROJECT_ID, cid))
+        w.commit()
+        return {"added": sorted(new), "removed": sorted(gone)}
+
     def _add_persons(self, rng: random.Random, n: int, now_us: int) -> list[str]:
         rows = _person_rows(rng, PROJECT_ID, n, self._next_person_pk, now_us, 0)
-        created = tu.us_to_db(now_us)
+        created = tu.us_to_db(now_us - now_us % 1000)  # milliseconds, as ClickHouse's person.created_at
         # distinct ids are unique per project: the generator's "user_{i}" would repeat the first persons' ids
         rows = [(r[0], r[1], r[2], created, r[4], r[5], orjson.dumps([d.replace("user_", f"user_m{r[2]}_", 1)
                  if d.startswith("user_") else d for d in orjson.loads(r[6])]).decode(), created) for r in rows]

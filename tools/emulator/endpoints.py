@@ -30,9 +30,10 @@ import orjson
 
 from . import conditions as cond
 from . import hogql
+from . import posthog_parser
 from . import resources as resources_mod
 from . import timeutil as tu
-from .data import Store
+from .data import Store, uuid_order_sql
 from .keys import ApiKey
 from .ratelimit import RateLimiter
 
@@ -805,7 +806,7 @@ def persons_list(ctx: Ctx) -> Result:
         where += " AND (instr(lower(properties), lower(?)) > 0 OR instr(lower(distinct_ids), lower(?)) > 0 OR id = ?)"
         args += [ctx.params["search"]] * 3
     with ctx.store.read() as conn:
-        rows = conn.execute(f"{_PERSON_SQL}{where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        rows = conn.execute(f"{_PERSON_SQL}{where} ORDER BY created_at DESC, {uuid_order_sql('id')} DESC LIMIT ? OFFSET ?",
                             args + [limit, offset]).fetchall()
         total = conn.execute(f"SELECT count(*) FROM persons WHERE team_id = ?{where}", args).fetchone()[0] \
             if _bool_param(ctx.params.get("include_total")) else None
@@ -851,7 +852,7 @@ def cohort_persons(ctx: Ctx, cohort_id: str) -> Result:
         raise not_found()
     limit = _int_param(ctx, "limit", 0) or 100  # `if not filter.limit: LIMIT 100`
     offset = _int_param(ctx, "offset", 0)
-    clause, args = ctx.store.cohort_member_clause(cohort.item["id"])
+    clause, args = ctx.store.cohort_member_clause(ctx.project_id, cohort.item["id"])
     with ctx.store.read() as conn:
         rows = conn.execute(f"{_PERSON_SQL}{clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
                             [ctx.project_id, *args, limit, offset]).fetchall()
@@ -1010,6 +1011,20 @@ _MODIFIERS = {"personsOnEventsMode": "person_id_override_properties_on_events", 
               "bounceRatePageViewMode": "count_pageviews", "sessionTableVersion": "auto"}
 
 
+def _sessions_table_version(ctx: Ctx, modifiers: dict) -> tuple[str, str]:
+    """(the ``sessionTableVersion`` modifier in effect, the sessions table served): the query's
+    modifier, else the project's (team.modifiers), else ``auto``; ``auto`` serves v2
+    (create_default_modifiers_for_team in posthog/hogql/modifiers.py; posthog/hogql/database/database.py)."""
+    value = modifiers.get("sessionTableVersion")
+    if value is None:
+        value = ctx.store.sessions_table_version(ctx.project_id)
+    if value not in ("auto", "v1", "v2", "v3"):
+        raise validation_error(f"Input should be 'auto', 'v1', 'v2' or 'v3' (got {value!r})", "sessionTableVersion")
+    if value == "v1":
+        raise ApiError(400, "validation_error", hogql.NOT_SUPPORTED, "sessionTableVersion v1 is not supported by this emulator")
+    return value, "v3" if value == "v3" else "v2"
+
+
 def _project_zone(ctx: Ctx, q: dict) -> ZoneInfo | None:
     """The zone HogQL shows DateTimes in (posthog-api.md § 15): the project's, unless the query's
     ``modifiers.convertToProjectTimezone`` is false; None for UTC."""
@@ -1064,17 +1079,22 @@ def query(ctx: Ctx) -> Result:
         raise validation_error(f'"{refresh}" is not a valid choice.', "refresh", code="invalid_choice")
     text = q.get("query")
     ctx.log["hogql"] = text
+    ctx.log["parser"] = posthog_parser.PARSER
     values = q.get("values")
     if values is not None and not isinstance(values, dict):
         raise validation_error("query.values must be an object", "values")
     if q.get("offset"):
         raise validation_error(hogql.OFFSET_REFUSED, "offset")
+    modifiers = q.get("modifiers") if isinstance(q.get("modifiers"), dict) else {}
+    session_modifier, sessions_version = _sessions_table_version(ctx, modifiers)
     try:
         zone = _project_zone(ctx, q)
         compiled = hogql.compile_query(text, ctx.project_id, values, ctx.store.visibility_clause(),
-                                       tz_offset_seconds=_offset_seconds(zone) if zone else 0)
+                                       tz_offset_seconds=_offset_seconds(zone) if zone else 0,
+                                       sessions_version=sessions_version,
+                                       ingestion_sql=ctx.store.ingestion_time_sql())
     except hogql.HogQLError as e:
-        raise validation_error(e.detail, None, code=e.code) from None
+        raise ApiError(e.status, "validation_error" if e.status == 400 else "server_error", e.code, e.detail) from None
     gov: cond.QueryGovernor | None = ctx.governor
     if gov is None:  # a bare Ctx (no server): the legacy behaviour
         gov = cond.QueryGovernor(cond.QueryConditions(), lambda: bool(ctx.limiter and ctx.limiter.enabled))
@@ -1106,11 +1126,11 @@ def query(ctx: Ctx) -> Result:
             if compiled.table in ("events", "sessions"):  # sessions: the events they are computed from
                 scanned = ctx.store.count_events_in_range(ctx.project_id, *compiled.ts_bounds)
             elif compiled.table == "persons":  # the id range a WHERE on id prunes ClickHouse's person table to
-                scanned = ctx.store.count_persons(ctx.project_id, *hogql.key_bounds(text, values, "id"))
+                scanned = ctx.store.count_persons(ctx.project_id, *compiled.id_bounds)
             elif compiled.table == "person_distinct_ids":  # ORDER BY (team_id, distinct_id): no pruning on person_id
                 scanned = ctx.store.count_person_distinct_ids(ctx.project_id)
-            else:
-                scanned = ctx.store.count_persons(ctx.project_id)
+            else:  # cohort_people (every version's rows) and static_cohort_people
+                scanned = ctx.store.count_cohort_rows(ctx.project_id, static=compiled.table == "static_cohort_people")
             cost = gov.cost(compiled.table, compiled.read_columns, scanned, len(orjson.dumps(rows)))
             ctx.log.update(rows_scanned=cost.rows_scanned, bytes_read=cost.bytes_read,
                            bytes_returned=cost.bytes_returned, modeled_seconds=round(cost.modeled_seconds, 6))
@@ -1133,10 +1153,11 @@ def query(ctx: Ctx) -> Result:
         "cache_key": cache_key, "cache_target_age": None, "clickhouse": compiled.sql,
         "columns": compiled.columns, "error": None, "explain": None, "hasMore": has_more,
         "hogql": compiled.hogql, "is_cached": False, "last_refresh": tu.iso_z_seconds(now),
-        "limit": compiled.limit, "metadata": None, "modifiers": _MODIFIERS,
+        "limit": compiled.limit, "metadata": None, "modifiers": {**_MODIFIERS, "sessionTableVersion": session_modifier},
         "next_allowed_client_refresh": tu.iso_z_seconds(now + timedelta(minutes=1)), "offset": 0,
         "query": text, "query_status": None, "results": rows, "timezone": zone.key if zone else "UTC",
-        "timings": [{"k": "./hogql_to_sqlite", "t": 0.0005}, {"k": "./execute", "t": round(elapsed, 6)},
+        "timings": [{"k": "./parse_select", "t": 0.0002}, {"k": "./hogql_to_sqlite", "t": 0.0005},
+                    {"k": "./execute", "t": round(elapsed, 6)},
                     {"k": ".", "t": round(elapsed + 0.001, 6)}],
         "types": types,
     }

@@ -530,6 +530,7 @@ class Resources:
                 prev: list[datetime] = []
                 for i in range(count):
                     when = self._created(rng, prev)
+                    when = when.replace(microsecond=when.microsecond // 1000 * 1000)  # groups.created_at: milliseconds
                     prev.append(when)
                     key = f"{rng.choice(_WORDS)}-{singular[:3]}-{i:04d}" if singular != "company" else \
                         f"{rng.choice(_WORDS)}{i}.example.com"

@@ -136,6 +136,8 @@ class Emulator:
         self.limiter = RateLimiter(config.rate_limits, config.rate_scale)
         self.governor = QueryGovernor(config.query_conditions(), lambda: self.limiter.enabled)
         self.store.visibility_delay = float(config.visibility_delay_seconds or 0)
+        self.store.default_sessions_table_version = config.sessions_table_version
+        self.store.project_sessions_table_versions = dict(config.project_sessions_table_versions)
         self.faults = FaultInjector(config.faults)
         self.exports = exports.ExportManager(self.store, config.exports)
         self._log: list[dict] = []
@@ -343,6 +345,8 @@ class Emulator:
                          "rate_scale": self.limiter.scale, "faults": self.faults.config.to_dict(),
                          "data_path": str(self.store.base_path), "realistic": c.realistic,
                          "visibility_delay_seconds": self.store.visibility_delay,
+                         "sessions_table_version": self.store.default_sessions_table_version,
+                         "project_sessions_table_versions": {str(p): v for p, v in self.store.project_sessions_table_versions.items()},
                          "query_conditions": self.governor.conditions.to_dict(),
                          "exports": self.exports.settings.to_dict()}
         return 404, {"error": f"unknown control endpoint {method} {path}"}
