@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from tools.emulator import PROJECT_ID, EmulatorConfig, EmulatorServer
-from tools.emulator import hogql, posthog_parser
+from tools.emulator import hogql
+from unit_tests.support import posthog_parser
 from tools.emulator.__main__ import config_from_args, parse_args
 from tools.emulator.data import uuid_order_key
 from tools.emulator.keys import SECOND_PROJECT_ID
@@ -117,7 +118,7 @@ def test_an_importable_posthog_package_is_left_alone(tmp_path):
     (tmp_path / "posthog" / "__init__.py").write_text("SDK = 'the analytics SDK'\n")
     script = textwrap.dedent("""
         import sys
-        from tools.emulator import posthog_parser
+        from unit_tests.support import posthog_parser
         import posthog
         assert posthog.SDK == 'the analytics SDK', posthog
         assert sys.modules['posthog.hogql.errors'].SyntaxError.code_name == 'hogql_syntax_error'

@@ -30,7 +30,7 @@ import orjson
 
 from . import conditions as cond
 from . import hogql
-from . import posthog_parser
+from unit_tests.support import posthog_parser
 from . import resources as resources_mod
 from . import timeutil as tu
 from .data import Store, uuid_order_sql

@@ -127,15 +127,9 @@ def event_ingestion_time(store, conn: sqlite3.Connection) -> EventIngestionTime:
     stage late ingestion: ``add_events(rows, visibility_delay_seconds=...)``)."""
     delay = float(store.visibility_delay or 0)
     has_col = bool(store._has_visible_col)
-    step = timedelta(seconds=delay)
-
-    def ingested_at(created: str, visible: str | None) -> str:
-        if visible is not None:
-            return visible
-        return tu.to_db(tu.from_db(created) + step) if delay else created
-
-    conn.create_function("emu_ingested_at", 2, ingested_at, deterministic=True)
-    return EventIngestionTime(f"emu_ingested_at(created_at, {'visible_at' if has_col else 'NULL'})", delay, has_col)
+    # The one definition of an event's ingestion time (Store.ingestion_time_sql), which the HogQL
+    # sessions table's max_inserted_at uses too; `alternatives` are the same, written for the indexes.
+    return EventIngestionTime(store.ingestion_time_sql(), delay, has_col)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,6 +277,14 @@ def _project_zone(store, team_id: int) -> ZoneInfo | None:
     return None if name == "UTC" else ZoneInfo(name)
 
 
+SESSION_EXPORT_COLUMNS = [
+    "session_id", "distinct_id", "$start_timestamp", "$end_timestamp", "$entry_current_url", "$entry_pathname", "$end_current_url",
+    "$end_pathname", "$entry_referring_domain", "$entry_utm_source", "$entry_utm_campaign", "$entry_utm_medium", "$entry_utm_term",
+    "$entry_utm_content", "$num_uniq_urls", "$pageview_count", "$autocapture_count", "$screen_count", "$session_duration",
+    "$is_bounce", "$channel_type",
+]
+
+
 def session_rows(store, conn: sqlite3.Connection, w: Window) -> Iterator[dict]:
     """The sessions of the HogQL ``sessions`` table (the same aggregation: ``hogql.sessions_sql``) whose
     ``greatest(max_inserted_at, $end_timestamp)`` is in the window and ``$end_timestamp >= start - 3 days``;
@@ -310,7 +312,7 @@ SELECT s.session_id, s.distinct_id, s."$start_timestamp", s."$end_timestamp", s.
        s."$entry_utm_medium", s."$entry_utm_term", s."$entry_utm_content", s."$num_uniq_urls", s."$pageview_count",
        s."$autocapture_count", s."$screen_count", s."$session_duration", s."$is_bounce", s."$channel_type",
        x.urls, {greatest}, x.lcp, x.psa, f.properties, l.properties
-FROM ({hogql.sessions_sql(event_filter)}) AS s
+FROM ({hogql.sessions_sql(SESSION_EXPORT_COLUMNS, "v2", event_filter, store.ingestion_time_sql())}) AS s
 JOIN (SELECT sid, {urls} AS urls, max({ing.column}) AS ingested,
              min(timestamp || ' ' || uuid) AS fk, max(timestamp || ' ' || uuid) AS lk,
              min(CASE WHEN lcp IS NOT NULL THEN timestamp || ' ' || lcp END) AS lcp,

@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import posthog_parser
+from unit_tests.support import posthog_parser
 from . import timeutil as tu
 from .data import COHORT_PEOPLE_SQL, uuid_order_key, uuid_order_sql
 

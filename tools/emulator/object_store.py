@@ -283,6 +283,14 @@ class _StoreHandler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         status, headers, body, span, code = store.answer(method, split.path, split.query, self.headers)
         sent = 0
+        # Logged before the answer is written (bytes filled in after), so that the log's order is the
+        # order the requests were answered in, whatever thread finishes writing first.
+        query = {k: mask(v) for k, v in parse_qsl(split.query, keep_blank_values=True)}
+        entry = {"t": time.time(), "method": method, "path": split.path, "query": query,
+                 "headers": {k: mask(v) for k, v in self.headers.items()}, "status": status,
+                 "error_code": code, "bytes": 0,
+                 "key": unquote(split.path[len(BUCKET) + 2:]) if split.path.startswith(f"/{BUCKET}/") else None}
+        store.record(entry)
         try:
             self.send_response(status)
             for k, v in headers.items():
@@ -311,11 +319,7 @@ class _StoreHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            query = {k: mask(v) for k, v in parse_qsl(split.query, keep_blank_values=True)}
-            store.record({"t": time.time(), "method": method, "path": split.path, "query": query,
-                          "headers": {k: mask(v) for k, v in self.headers.items()}, "status": status,
-                          "error_code": code, "bytes": sent,
-                          "key": unquote(split.path[len(BUCKET) + 2:]) if split.path.startswith(f"/{BUCKET}/") else None})
+            entry["bytes"] = sent
 
 
 class _StoreServer(ThreadingHTTPServer):

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         ask("v3 field, v3 project", v3_only, SECOND_PROJECT_ID)
         ask("max_inserted_at", "SELECT session_id, max_inserted_at FROM sessions ORDER BY `$start_timestamp` LIMIT 1")
         parsers = sorted({entry.get("parser") for entry in emu.requests() if entry["path"].endswith("/query/")})
-        from .posthog_parser import hogql_parser
+        from unit_tests.support.posthog_parser import hogql_parser
         print(f"parser: every query above was parsed by {', '.join(map(str, parsers))} "
               f"({hogql_parser.__file__}), per the emulator's request log")
     return 0

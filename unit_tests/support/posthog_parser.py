@@ -1,4 +1,7 @@
-"""PostHog's own HogQL parser (PyPI ``hogql-parser``, the C++/ANTLR parser PostHog runs).
+"""PostHog's own HogQL parser (PyPI ``hogql-parser``, the C++/ANTLR parser PostHog runs), loaded in
+one place for its two users: the emulator (`tools/emulator/hogql.py` evaluates every query from the
+AST this returns) and the unit tests (every query the connector builds must parse:
+`unit_tests/support/hogql_parser.py`). It lives here because the unit tests may not load the emulator.
 
 ``hogql_parser`` imports ``posthog.hogql.errors`` when it loads (it raises those exception classes
 from ``parse_select``). This module is the one place that provides it: the real module when a
