@@ -57,19 +57,8 @@ RECORDINGS_MAX_TRACKED_RECENT = 20_000
 # A recording still `ongoing` two days after it started is not followed any more.
 RECORDINGS_ONGOING_MAX_AGE = timedelta(days=2)
 
-# -- Sessions (HogQL `sessions` table) ---------------------------------------------------------
-# PostHog ends a session after 30 minutes without events and caps it at 24 hours
-# (docs/posthog-api.md § 11.3). A session whose last event is older than the inactivity timeout
-# plus the events visibility tolerance (§ 11.1, `events_visibility_tolerance_minutes`) gets no
-# more events: it has settled. Incremental syncs re-read from the oldest session not yet settled.
-SESSIONS_INACTIVITY_TIMEOUT = timedelta(minutes=30)
-SESSIONS_MAX_LENGTH = timedelta(hours=24)
-# Every query reads one window of session starts, so ClickHouse aggregates a bounded range of
-# raw sessions per page (PostHog widens the pushed-down range by 3 days each side).
-SESSIONS_WINDOW = timedelta(days=1)
-# Windows that hold under a quarter page double, up to this (a first sync over a sparse year).
-SESSIONS_WINDOW_MAX = timedelta(days=32)
-# Session rows are ~1 KB of scalars: moderate pages keep a window's aggregation fast.
+# -- Sessions (HogQL `sessions` table, read by ingestion time: streams/sessions.py) -------------------
+# Session rows are ~1 KB of scalars: moderate pages keep each page's aggregation fast.
 SESSIONS_PAGE_SIZE = 10_000
 
 # -- HTTP -------------------------------------------------------------------------------------

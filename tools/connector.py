@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta
 import signal
 import subprocess
 import sys
@@ -22,17 +23,17 @@ from tools.emulator.keys import KEYS
 from unit_tests.support.secrets import known_secrets, leaked
 
 REPO = Path(__file__).resolve().parent.parent
-INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time", "sessions": "$start_timestamp",
+INCREMENTAL_STREAMS = {"events": "timestamp", "annotations": "updated_at", "session_recordings": "start_time", "sessions": "max_inserted_at",
                        "insights": "last_modified_at", "experiments": "updated_at", "feature_flags": "updated_at", "activity_log": "created_at"}
 # Read by change time: an incremental sync delivers what changed, and may deliver again the items
 # that tie with the cursor (streams/base.py ChangeTimeList, streams/activity_log.py).
 CHANGE_TIME_STREAMS = ("insights", "experiments", "feature_flags", "activity_log")
 PRIMARY_KEYS = {"events": ("uuid",), "property_definitions": ("type", "id"), "group_types": ("group_type_index",),
-                "groups": ("group_type_index", "group_key"), "sessions": ("session_id",)}
+                "groups": ("group_type_index", "group_key"), "sessions": ("session_id",), "cohort_membership": ("cohort_id", "person_id")}
 ALL_STREAMS = (
     "projects", "cohorts", "feature_flags", "insights", "annotations", "actions", "event_definitions",
-    "property_definitions", "group_types", "groups", "dashboards", "experiments", "surveys", "persons",
-    "session_recordings", "sessions", "events",
+    "property_definitions", "group_types", "groups", "dashboards", "experiments", "surveys", "activity_log", "persons",
+    "cohort_membership", "session_recordings", "sessions", "events",
 )
 
 
@@ -69,29 +70,36 @@ def expected_incremental_keys(stream: str, changes: Mapping[str, Any], truth_aft
     return set(map(hashable, truth_after.get(stream, [])))
 
 
-def sessions_incremental_problems(result: "SyncResult", changes: Mapping[str, Any], truth_after: List[Any], floor: Mapping[str, Any]) -> List[str]:
-    """What an incremental sessions sync after `emu.mutate(...)` must do, one line per failure:
-    emit every new and changed session once, with its final `$end_timestamp`; emit nothing outside
-    the ground truth; and re-emit nothing that started before the incoming state's `floor`."""
+def sessions_incremental_problems(result: "SyncResult", changes: Mapping[str, Any], truth_after: List[Any], since: Mapping[str, Any]) -> List[str]:
+    """What an incremental sessions sync after `emu.mutate(...)` must do (the sessions stream reads
+    by ingestion time, issue #19), one line per failure: emit every session the mutation created or
+    changed, late events included (`new`, `updated`, `by_late_events`), with its final start and end;
+    emit nothing outside the ground truth, nothing twice; and read again only the sessions of the
+    tolerance band (ingested in the visibility tolerance before the incoming watermark `since`)."""
     block = changes.get("sessions", {})
-    records = {record["session_id"]: record for record in result.records.get("sessions", [])}
+    emitted = result.records.get("sessions", [])
+    records = {record["session_id"]: record for record in emitted}
     problems = []
-    if len(records) != len(result.records.get("sessions", [])):
+    if len(records) != len(emitted):
         problems.append("sessions: duplicate session_id in one sync")
-    missing = (set(block.get("new", [])) | set(block.get("updated", []))) - set(records)
+    changed = set(block.get("new", [])) | set(block.get("updated", [])) | set(block.get("by_late_events", []))
+    missing = changed - set(records)
     if missing:
         problems.append(f"sessions: {len(missing)} new or changed sessions not emitted (e.g. {sorted(missing)[:3]})")
     extra = set(records) - set(truth_after)
     if extra:
         problems.append(f"sessions: {len(extra)} emitted sessions are not in the ground truth")
     for session_id, final in block.get("final", {}).items():
-        if session_id in records and records[session_id]["$end_timestamp"] != final["$end_timestamp"]:
-            problems.append(f"sessions {session_id}: $end_timestamp {records[session_id]['$end_timestamp']}, final {final['$end_timestamp']}")
-    floor = floor.get("2", floor)  # the state of project 2 (the emulator's first project) in a per-project state
-    floor_start = floor.get("$start_timestamp")
-    early = [sid for sid, record in records.items() if floor_start and record["$start_timestamp"] < floor_start]
-    if early:
-        problems.append(f"sessions: {len(early)} re-emitted sessions started before the state's {floor_start}")
+        record = records.get(session_id)
+        if record is not None and (record["$end_timestamp"], record["$start_timestamp"]) != (final["$end_timestamp"], final["$start_timestamp"]):
+            problems.append(f"sessions {session_id}: ({record['$start_timestamp']}, {record['$end_timestamp']}) emitted, final ({final['$start_timestamp']}, {final['$end_timestamp']})")
+    since = since.get("2", since)  # project 2's (the emulator's first project) in a per-project state
+    watermark = since.get("inserted_through")
+    if watermark:
+        band = (datetime.fromisoformat(watermark.replace("Z", "+00:00")) - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        again = [sid for sid, record in records.items() if sid not in changed and (record.get("max_inserted_at") or "") <= band]
+        if again:
+            problems.append(f"sessions: {len(again)} unchanged sessions ingested before the tolerance band were read again")
     return problems
 
 

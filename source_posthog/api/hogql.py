@@ -134,9 +134,11 @@ def created_minutes_count_query(floor: datetime, after: datetime, through: datet
     )
 
 
-# -- sessions (docs/posthog-api.md § 11.3, § 14.6) ------------------------------------------------
-# Columns of PostHog's HogQL `sessions` table (v3, `posthog/hogql/database/schema/sessions_v3.py`,
-# LAZY_SESSIONS_FIELDS) that the `sessions` stream reads. `$` names are quoted with backticks.
+# -- sessions (docs/posthog-api.md § 11.3, § 20.2) ------------------------------------------------
+# Columns of PostHog's HogQL `sessions` table that the `sessions` stream reads: each is in both
+# versions a project may serve (v2 by default, v3 where the project opted in;
+# `posthog/hogql/database/schema/sessions_v2.py`, `sessions_v3.py`, LAZY_SESSIONS_FIELDS).
+# `$` names are quoted with backticks.
 SESSION_COLUMNS: Sequence[str] = (
     "session_id",
     "distinct_id",
@@ -159,6 +161,7 @@ SESSION_COLUMNS: Sequence[str] = (
     "$session_duration",
     "$is_bounce",
     "$channel_type",
+    "max_inserted_at",  # the latest ingestion time of the session's events: the cursor (docs/posthog-api.md § 20.2)
 )
 
 

@@ -74,9 +74,10 @@ class SessionsState:
         if "inserted_through" not in value and "$start_timestamp" in value:
             start = _timestamp(value, "$start_timestamp")
             return cls(inserted_through=None, inserted_after=None, start_floor=start, position=None, in_pass=True)
-        through = _timestamp(value, "inserted_through")
         if "start_floor" not in value and "position" not in value:
-            return cls(inserted_through=through, in_pass=False)
+            return cls(inserted_through=_timestamp(value, "inserted_through"), in_pass=False)
+        # in a pass: a null watermark is an earlier release's position, read up to this sync's
+        through = _timestamp(value, "inserted_through") if value.get("inserted_through") is not None else None
         after = _timestamp(value, "inserted_after") if value.get("inserted_after") is not None else None
         floor = _timestamp(value, "start_floor") if value.get("start_floor") is not None else None
         raw = value.get("position")
@@ -85,7 +86,7 @@ class SessionsState:
             if not isinstance(raw, Mapping):
                 raise InvalidSessionsState(f"'position' must be an object, got {type(raw).__name__}")
             position = SessionPosition(_timestamp(raw, "start"), _session_id(raw.get("session_id")))
-        if after is not None and after > through:
+        if after is not None and through is not None and after > through:
             raise InvalidSessionsState(f"'inserted_after' {utc_iso(after)} is after 'inserted_through' {utc_iso(through)}")
         return cls(inserted_through=through, inserted_after=after, start_floor=floor, position=position, in_pass=True)
 

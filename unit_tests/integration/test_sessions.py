@@ -1,13 +1,13 @@
-"""sessions: PostHog's HogQL `sessions` table (`POST /api/projects/{id}/query/`), incremental on `$start_timestamp`.
+"""sessions: PostHog's HogQL `sessions` table (`POST /api/projects/{id}/query/`), read by the
+ingestion time of the sessions' events (`max_inserted_at`, issue #19; the plan on its own:
+unit_tests/test_sessions_plan.py).
 
-`FakeSessions` answers the connector's queries from an in-memory list of sessions: it parses the
-WHERE clause the connector sends (strictly: any other shape is a 400 `validation_error`, recorded
-in `rejected`), filters, orders by (`$start_timestamp`, `session_id`) and applies LIMIT as
-ClickHouse would, and answers with the HogQLQueryResponse shape of docs/posthog-api.md § 4.2.
-So paging and state are checked against the data, not against canned pages.
-
-Time is frozen at builders.NOW (2025-06-01T12:00Z); the settle time is 30 min (PostHog's
-inactivity timeout) + events_visibility_tolerance_minutes (30 by default) = 60 min.
+`FakeSessions` answers the connector's two query shapes from an in-memory list of sessions, after
+PostHog's own parser: the hourly count and the keyset page, each bounded on `$start_timestamp` and
+on a `max_inserted_at` band. Any other shape is a 400 (recorded in `rejected`). It filters, orders by
+(`$start_timestamp`, `session_id`) and applies LIMIT as ClickHouse would, and answers with the
+HogQLQueryResponse shape of docs/posthog-api.md § 4.2, so paging and state are checked against the
+data. Time is frozen at builders.NOW (2025-06-01T12:00Z); the ingestion lag is 120 s.
 """
 
 from __future__ import annotations
@@ -20,30 +20,40 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
 
 import pytest
-from airbyte_cdk.models import FailureType, SyncMode, Type
+from airbyte_cdk.models import FailureType, SyncMode, TraceType
 
+from source_posthog import settings
 from source_posthog.streams.sessions import Sessions
-from unit_tests.support.hogql_parser import parse_error
 from unit_tests.builders import API_KEY, PROJECT_URL, ConfigBuilder, load_template, stream_of
 from unit_tests.hogql_fake import utc
-from unit_tests.reader import config_errors, errors, everything_emitted, final_state, read_stream, records
+from unit_tests.reader import config_errors, errors, everything_emitted, final_state, read_stream, records, states
+from unit_tests.support.hogql_parser import parse_error
 
 QUERY_URL = f"{PROJECT_URL}/query/"
 TEMPLATE = load_template("query_sessions")
 COLUMNS = TEMPLATE["columns"]
 ANCHOR = "2025-05-01T00:00:00Z"
+NOW = utc("2025-06-01T12:00:00Z")
+LAG = timedelta(seconds=120)
 
 _TS = r"toDateTime64\('(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6})', 6, 'UTC'\)"
-_QUERY = re.compile(
-    r"SELECT (?P<columns>.+?) FROM sessions WHERE `\$start_timestamp` >= " + _TS
-    + r"(?: AND `\$start_timestamp` < " + _TS + r")?"
+_BAND = r"(?: AND max_inserted_at > " + _TS + r")?" + r" AND max_inserted_at <= " + _TS
+_PAGE = re.compile(
+    r"SELECT (?P<columns>.+?) FROM sessions WHERE `\$start_timestamp` >= " + _TS + r" AND `\$start_timestamp` < " + _TS + _BAND
     + r"(?: AND \(`\$start_timestamp` > " + _TS + r" OR \(`\$start_timestamp` = " + _TS + r" AND `session_id` > '([0-9a-f-]{36})'\)\))?"
     + r" ORDER BY `\$start_timestamp` ASC, `session_id` ASC LIMIT (\d+)"
 )
+_COUNT = re.compile(
+    r"SELECT toStartOfHour\(`\$start_timestamp`\) AS hour, count\(\) AS sessions FROM sessions WHERE `\$start_timestamp` >= " + _TS
+    + r" AND `\$start_timestamp` < " + _TS + _BAND + r" GROUP BY hour ORDER BY hour ASC LIMIT (\d+)"
+)
+
+
+def parse(value: Optional[str]) -> Optional[datetime]:
+    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc) if value else None
 
 
 def session_id(n: int) -> str:
-    """Distinct session UUIDs whose string order is n's order."""
     return str(uuid.UUID(int=(0x0190F6A2_0000_7000_8000_000000000000 | n)))
 
 
@@ -56,11 +66,16 @@ class Session:
     n: int
     start: datetime
     end: datetime
+    inserted: Optional[datetime] = None  # max_inserted_at; default: a second after its end
     pageviews: int = 1
 
     @property
     def id(self) -> str:
         return session_id(self.n)
+
+    @property
+    def max_inserted_at(self) -> datetime:
+        return self.inserted or self.end + timedelta(seconds=1)
 
     def row(self, columns: List[str], offset: timedelta) -> List[Any]:
         zone = timezone(offset)
@@ -69,6 +84,7 @@ class Session:
             "session_id": self.id,
             "$start_timestamp": self.start.astimezone(zone).isoformat(),
             "$end_timestamp": self.end.astimezone(zone).isoformat(),
+            "max_inserted_at": self.max_inserted_at.astimezone(zone).isoformat(),
             "$pageview_count": self.pageviews,
             "$session_duration": int((self.end - self.start).total_seconds()),
         })
@@ -85,48 +101,68 @@ class FakeSessions:
     render_offset: timedelta = timedelta(0)
     queries: List[str] = field(default_factory=list)
     rejected: List[str] = field(default_factory=list)
+    timeouts_left: int = 0  # answer this many pages with PostHog's 504 (its execution limit)
 
     def register(self, mocker: Any) -> "FakeSessions":
         mocker.post(QUERY_URL, json=self)
         return self
 
+    def _matching(self, lo: str, hi: str, after: Optional[str], through: str) -> List[Session]:
+        return sorted(
+            (s for s in self.sessions if parse(lo) <= s.start < parse(hi) and (after is None or s.max_inserted_at > parse(after)) and s.max_inserted_at <= parse(through)),
+            key=lambda s: (s.start, s.id),
+        )
+
     def __call__(self, request: Any, context: Any) -> Dict[str, Any]:
         assert request.headers["Authorization"] == f"Bearer {API_KEY}"
         text = request.json()["query"]["query"]
         self.queries.append(text)
-        match = _QUERY.fullmatch(text) if parse_error(text) is None else None  # PostHog's own parser first
-        columns = [name.strip().strip("`") for name in match.group("columns").split(",")] if match else []
-        if not match or any(name not in COLUMNS for name in columns):
+        body = dict(TEMPLATE)
+        if parse_error(text) is None and (count := _COUNT.fullmatch(text)):
+            lo, hi, after, through, limit = count.groups()
+            hours: Dict[datetime, int] = {}
+            for s in self._matching(lo, hi, after, through):
+                hour = s.start.replace(minute=0, second=0, microsecond=0)
+                hours[hour] = hours.get(hour, 0) + 1
+            body.update(results=[[iso(h), n] for h, n in sorted(hours.items())][: int(limit)], columns=["hour", "sessions"], limit=int(limit))
+            return body
+        page = _PAGE.fullmatch(text) if parse_error(text) is None else None
+        columns = [name.strip().strip("`") for name in page.group("columns").split(",")] if page else []
+        if not page or any(name not in COLUMNS for name in columns):
             self.rejected.append(text)
             context.status_code = 400
-            return {"type": "validation_error", "code": "syntax_error", "detail": "Syntax error", "attr": None}
-        lower, upper, key_at, key_at_again, key_id, limit = match.groups()[1:]
-        parse = lambda value: datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)  # noqa: E731
-        rows = [s for s in self.sessions if s.start >= parse(lower) and (upper is None or s.start < parse(upper))]
+            return {"type": "validation_error", "code": "hogql_syntax_error", "detail": "Syntax error", "attr": None}
+        if self.timeouts_left:
+            self.timeouts_left -= 1
+            context.status_code = 504
+            return {"type": "server_error", "code": "error", "detail": "Query has hit the max execution time before completing.", "attr": None}
+        lo, hi, after, through, key_at, key_at_again, key_id, limit = page.groups()[1:]
+        rows = self._matching(lo, hi, after, through)
         if key_at is not None:
             assert key_at == key_at_again
             rows = [s for s in rows if (s.start, s.id) > (parse(key_at), key_id)]
-        rows = sorted(rows, key=lambda s: (s.start, s.id))[: min(int(limit), 50_000)]
-        body = dict(TEMPLATE)
+        rows = rows[: min(int(limit), 50_000)]
         body.update(results=[s.row(columns, self.render_offset) for s in rows], columns=columns, limit=int(limit))
         return body
 
-    def bounds(self) -> List[tuple]:
-        """(lower, upper) of every query, as sent."""
-        return [_QUERY.fullmatch(text).groups()[1:3] for text in self.queries]
+    def pages(self) -> List[re.Match]:
+        return [m for m in (_PAGE.fullmatch(q) for q in self.queries) if m]
+
+    def counts(self) -> List[re.Match]:
+        return [m for m in (_COUNT.fullmatch(q) for q in self.queries) if m]
 
 
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(Sessions, "page_size", 4)
+    monkeypatch.setattr(settings, "SESSIONS_PAGE_SIZE", 4)
     return 4
 
 
-def sync(state: Optional[Dict[str, Any]] = None, mode: SyncMode = SyncMode.incremental, **fields: Any) -> Any:
+def sync(state: Optional[Dict[str, Any]] = None, mode: SyncMode = SyncMode.incremental, expecting_exception: bool = False, **fields: Any) -> Any:
     builder = ConfigBuilder().with_anchor_date(ANCHOR)
     for key, value in fields.items():
         builder.with_field(key, value)
-    return read_stream("sessions", mode, builder.build(), state=state, expecting_exception=False)
+    return read_stream("sessions", mode, builder.build(), state=state, expecting_exception=expecting_exception)
 
 
 def ids(output: Any) -> List[str]:
@@ -137,7 +173,7 @@ def spread(count: int, first: int, start: datetime, step: timedelta, length: tim
     return [Session(first + k, start + k * step, start + k * step + length) for k in range(count)]
 
 
-class TestSessionsFullRefresh:
+class TestFirstSync:
     def test_given_sessions_over_weeks_when_read_then_each_since_anchor_date_is_emitted_once_in_order(self, requests_mock: Any, small_pages: int) -> None:
         before_anchor = spread(3, 0, at("2025-04-28T00:00:00Z"), timedelta(hours=5))
         inside = spread(40, 100, at("2025-05-01T00:00:00Z"), timedelta(hours=17))
@@ -151,97 +187,63 @@ class TestSessionsFullRefresh:
         assert not fake.rejected and not output.errors
         assert all("OFFSET" not in query.upper() for query in fake.queries)
 
-    def test_when_read_then_each_query_reads_one_window_of_starts_and_only_the_last_is_unbounded(self, requests_mock: Any) -> None:
-        fake = FakeSessions(spread(3, 0, at("2025-05-02T00:00:00Z"), timedelta(days=10))).register(requests_mock)
-
-        sync(mode=SyncMode.full_refresh)
-
-        bounds = fake.bounds()
-        assert bounds[0][0] == "2025-05-01 00:00:00.000000"
-        assert all(upper is not None for _, upper in bounds[:-1]) and bounds[-1][1] is None
-        for (_, upper), (lower, _) in zip(bounds, bounds[1:]):
-            assert lower == upper  # windows are contiguous: nothing between them is skipped
-        lengths = [utc(u.replace(" ", "T") + "Z") - utc(l.replace(" ", "T") + "Z") for l, u in bounds[:-1]]
-        assert lengths[0] == timedelta(days=1) and max(lengths) <= timedelta(days=32)  # sparse windows double, capped
-
-    def test_given_a_dense_stretch_in_a_wide_window_when_a_page_is_full_then_the_rest_is_read_a_day_at_a_time(self, requests_mock: Any, small_pages: int) -> None:
-        dense = spread(30, 0, at("2025-05-20T00:00:00Z"), timedelta(hours=2))
-        fake = FakeSessions(dense).register(requests_mock)
-
-        output = sync(mode=SyncMode.full_refresh)
-
-        assert ids(output) == [s.id for s in dense]
-        bounds = fake.bounds()
-        wide = [index for index, (lower, upper) in enumerate(bounds) if lower == "2025-05-16 00:00:00.000000"]
-        assert wide and bounds[wide[0]][1] == "2025-06-01 00:00:00.000000"  # 1, 2, 4, 8, then 16 empty-ish days
-        assert bounds[wide[0] + 1] == ("2025-05-20 06:00:00.000000", "2025-05-21 06:00:00.000000")  # after its full page: one day
-
-    def test_given_timestamps_in_the_project_zone_when_read_then_records_carry_utc(self, requests_mock: Any) -> None:
-        FakeSessions([Session(1, at("2025-05-10T10:00:00Z"), at("2025-05-10T10:20:00Z"))], render_offset=timedelta(hours=2)).register(requests_mock)
-
-        (item,) = records(sync(mode=SyncMode.full_refresh))
-
-        assert (item["$start_timestamp"], item["$end_timestamp"]) == ("2025-05-10T10:00:00.000000Z", "2025-05-10T10:20:00.000000Z")
-        assert item["$pageview_count"] == 1 and item["$channel_type"] == "Direct" and item["$is_bounce"] is False
-
-
-class TestSessionsIncremental:
-    def test_given_open_sessions_when_read_then_the_state_is_the_start_of_the_oldest_one_not_settled(self, requests_mock: Any) -> None:
-        settled = Session(1, at("2025-06-01T09:00:00Z"), at("2025-06-01T09:20:00Z"))
-        open_long = Session(2, at("2025-06-01T10:30:00Z"), at("2025-06-01T11:30:00Z"))  # last event 30 min ago < 60 min settle
-        open_new = Session(3, at("2025-06-01T11:40:00Z"), at("2025-06-01T11:45:00Z"))
-        FakeSessions([settled, open_long, open_new]).register(requests_mock)
+    def test_given_a_session_still_being_ingested_when_read_then_it_is_left_to_the_next_sync(self, requests_mock: Any) -> None:
+        done = Session(1, at("2025-06-01T10:00:00Z"), at("2025-06-01T10:30:00Z"))
+        ongoing = Session(2, at("2025-06-01T11:00:00Z"), at("2025-06-01T11:59:30Z"), inserted=NOW - timedelta(seconds=30))  # after now − lag
+        FakeSessions([done, ongoing]).register(requests_mock)
 
         output = sync()
 
-        assert ids(output) == [settled.id, open_long.id, open_new.id]
-        assert final_state(output) == {"$start_timestamp": "2025-06-01T10:30:00.000000Z", "session_id": None, "project_id": 2}
+        assert ids(output) == [done.id]
+        assert final_state(output) == {"inserted_through": iso(NOW - LAG), "project_id": 2}
 
-    def test_given_everything_settled_when_read_then_the_state_is_after_the_last_session_read(self, requests_mock: Any) -> None:
-        sessions = [Session(1, at("2025-05-30T09:00:00Z"), at("2025-05-30T09:20:00Z")), Session(2, at("2025-06-01T09:00:00Z"), at("2025-06-01T10:50:00Z"))]
-        FakeSessions(sessions).register(requests_mock)
+    def test_given_sessions_when_read_then_records_carry_max_inserted_at_in_utc_and_the_estimate_is_their_count(self, requests_mock: Any) -> None:
+        FakeSessions(spread(5, 0, at("2025-05-10T00:00:00Z"), timedelta(hours=3)), render_offset=timedelta(hours=5, minutes=30)).register(requests_mock)
 
         output = sync()
 
-        assert final_state(output) == {"$start_timestamp": "2025-06-01T09:00:00.000000Z", "session_id": sessions[1].id, "project_id": 2}
+        first = records(output)[0]
+        assert first["max_inserted_at"] == "2025-05-10T00:05:01.000000Z" and first["$start_timestamp"].endswith("Z")
+        estimates = [m.trace.estimate.row_estimate for m in output.trace_messages if m.trace.type == TraceType.ESTIMATE]
+        assert estimates == [5]
 
-    def test_given_no_sessions_when_read_then_the_state_never_passes_now_minus_the_settle_time(self, requests_mock: Any) -> None:
-        FakeSessions([]).register(requests_mock)
+    def test_given_an_anchor_years_before_the_data_when_read_then_empty_history_costs_no_query(self, requests_mock: Any) -> None:
+        fake = FakeSessions(spread(30, 0, at("2025-05-20T00:00:00Z"), timedelta(hours=2))).register(requests_mock)
 
-        output = sync(state={"$start_timestamp": "2025-06-01T10:00:00.000000Z", "session_id": None, "project_id": 2})
+        output = sync(anchor_date="2015-01-01")
 
-        assert final_state(output)["$start_timestamp"] == "2025-06-01T10:00:00.000000Z"  # now − 60 min is 11:00: not passed
+        assert len(ids(output)) == 30
+        assert len(fake.counts()) == 1 and len(fake.pages()) == 1, "one count, one page: no query walks the empty years"
 
-    def test_given_a_session_that_grew_after_a_sync_when_synced_again_then_it_is_emitted_with_its_final_values(self, requests_mock: Any, frozen_time: Any) -> None:
-        old = Session(1, at("2025-06-01T08:00:00Z"), at("2025-06-01T08:10:00Z"))
-        ongoing = Session(2, at("2025-06-01T11:30:00Z"), at("2025-06-01T11:55:00Z"), pageviews=2)
-        fake = FakeSessions([old, ongoing]).register(requests_mock)
+
+class TestIncremental:
+    def test_given_a_last_watermark_then_the_band_starts_a_tolerance_before_it_and_starts_are_bounded_by_the_lookback(self, requests_mock: Any) -> None:
+        fake = FakeSessions([]).register(requests_mock)
+        watermark = at("2025-06-01T10:00:00Z")
+
+        sync(state={"inserted_through": iso(watermark), "project_id": 2})
+
+        lo, hi, after, through, _ = fake.counts()[0].groups()
+        assert parse(after) == watermark - timedelta(minutes=30), "events_visibility_tolerance_minutes before the last watermark"
+        assert parse(through) == NOW - LAG
+        assert parse(lo) == watermark - timedelta(minutes=30) - timedelta(days=7) - timedelta(hours=24), "the lookback and a day"
+
+    def test_given_a_session_extended_and_one_created_by_a_late_event_when_synced_then_both_arrive_with_their_new_values(self, requests_mock: Any, frozen_time: Any) -> None:
+        old = Session(1, at("2025-05-25T08:00:00Z"), at("2025-05-25T08:10:00Z"))
+        growing = Session(2, at("2025-06-01T11:00:00Z"), at("2025-06-01T11:20:00Z"))
+        fake = FakeSessions([old, growing]).register(requests_mock)
         first = sync()
-        assert ids(first) == [old.id, ongoing.id]
+        frozen_time.tick(timedelta(hours=1))
+        later = NOW + timedelta(hours=1)
+        growing.end, growing.inserted, growing.pageviews = at("2025-06-01T11:40:00Z"), later - timedelta(minutes=10), 5
+        late = Session(3, at("2025-05-28T09:00:00Z"), at("2025-05-28T09:05:00Z"), inserted=later - timedelta(minutes=5))  # an old start, ingested now
+        fake.sessions.append(late)
 
-        frozen_time.tick(timedelta(minutes=20))  # 12:20: the session grows, a new one starts
-        ongoing.end, ongoing.pageviews = at("2025-06-01T12:15:00Z"), 5
-        new = Session(3, at("2025-06-01T12:10:00Z"), at("2025-06-01T12:12:00Z"))
-        fake.sessions.append(new)
         second = sync(state=final_state(first))
 
-        assert ids(second) == [ongoing.id, new.id]  # `old` had settled: not read again
-        grown = records(second)[0]
-        assert (grown["$end_timestamp"], grown["$pageview_count"]) == ("2025-06-01T12:15:00.000000Z", 5)
-
-        frozen_time.tick(timedelta(hours=3))  # 15:20: everything settled
-        third = sync(state=final_state(second))
-        assert ids(third) == [ongoing.id, new.id]  # the last read, now settled: final values again
-        fourth = sync(state=final_state(third))
-        assert ids(fourth) == []
-        assert final_state(fourth) == {"$start_timestamp": "2025-06-01T12:10:00.000000Z", "session_id": new.id, "project_id": 2}
-
-    def test_given_a_state_when_read_full_refresh_then_it_reads_from_the_anchor_date(self, requests_mock: Any) -> None:
-        fake = FakeSessions([Session(1, at("2025-05-02T00:00:00Z"), at("2025-05-02T00:05:00Z"))]).register(requests_mock)
-
-        output = sync(state={"$start_timestamp": "2025-05-30T00:00:00.000000Z", "session_id": None}, mode=SyncMode.full_refresh)
-
-        assert len(records(output)) == 1 and fake.bounds()[0][0] == "2025-05-01 00:00:00.000000"
+        got = {r["session_id"]: r for r in records(second)}
+        assert set(got) == {growing.id, late.id}, "the unchanged old session is not read again"
+        assert got[growing.id]["$pageview_count"] == 5 and got[growing.id]["$end_timestamp"] == "2025-06-01T11:40:00.000000Z"
 
     def test_given_full_pages_when_read_then_a_state_follows_every_page_and_a_resume_continues_after_it(self, requests_mock: Any, small_pages: int) -> None:
         sessions = spread(10, 0, at("2025-05-10T00:00:00Z"), timedelta(minutes=7))
@@ -249,32 +251,49 @@ class TestSessionsIncremental:
 
         output = sync()
 
-        seen, after_first_page = 0, None
-        for message in output.records_and_state_messages:
-            seen += message.type == Type.RECORD
-            if message.type == Type.STATE and seen:
-                assert seen == small_pages  # the page's records, then its checkpoint
-                after_first_page = json.loads(json.dumps(message.state.stream.stream_state.__dict__))["2"]
-                break
-        assert after_first_page == {"$start_timestamp": iso(sessions[3].start), "session_id": sessions[3].id, "project_id": 2}
-        resumed = sync(state=after_first_page)
+        in_pass = [state for state in states(output) if state.get("position")]
+        assert in_pass[0]["position"] == {"start": iso(sessions[3].start), "session_id": sessions[3].id}
+        resumed = sync(state=in_pass[0])
         assert ids(resumed) == [s.id for s in sessions[4:]]
 
-    def test_given_a_cursor_in_the_future_when_read_then_a_config_error_says_to_reset(self, requests_mock: Any) -> None:
+    def test_given_a_page_over_the_time_limit_when_read_then_a_smaller_window_delivers_every_session(self, requests_mock: Any) -> None:
+        sessions = spread(20, 0, at("2025-05-10T00:00:00Z"), timedelta(hours=1))
+        fake = FakeSessions(sessions, timeouts_left=2).register(requests_mock)
+
+        output = sync()
+
+        assert sorted(ids(output)) == sorted(s.id for s in sessions) and len(ids(output)) == 20
+        assert not output.errors and any("query time limit" in log.log.message for log in output.logs)
+
+    def test_given_the_state_of_an_earlier_release_when_read_then_every_session_from_its_start_is_read_again(self, requests_mock: Any) -> None:
+        fake = FakeSessions(spread(6, 0, at("2025-05-20T00:00:00Z"), timedelta(days=1))).register(requests_mock)
+
+        output = sync(state={"$start_timestamp": "2025-05-22T00:00:00.000000Z", "session_id": None, "project_id": 2})
+
+        assert ids(output) == [session_id(k) for k in range(2, 6)]
+        assert fake.counts()[0].group(3) is None, "every ingestion time: nothing from that start on is skipped"
+
+    def test_given_a_state_when_read_full_refresh_then_it_reads_from_the_anchor_date(self, requests_mock: Any) -> None:
+        fake = FakeSessions([Session(1, at("2025-05-02T00:00:00Z"), at("2025-05-02T00:05:00Z"))]).register(requests_mock)
+
+        output = sync(state={"inserted_through": "2025-05-30T00:00:00.000000Z"}, mode=SyncMode.full_refresh)
+
+        assert len(records(output)) == 1 and fake.counts()[0].group(1) == "2025-05-01 00:00:00.000000"
+
+    def test_given_a_watermark_in_the_future_when_read_then_a_config_error_says_to_reset(self, requests_mock: Any) -> None:
         fake = FakeSessions([]).register(requests_mock)
 
-        output = read_stream("sessions", SyncMode.incremental, ConfigBuilder().build(), state={"$start_timestamp": "2025-07-01T00:00:00Z", "project_id": 2}, expecting_exception=True)
+        output = sync(state={"inserted_through": "2025-07-01T00:00:00.000000Z"}, expecting_exception=True)
 
         (error,) = config_errors(output)
-        assert "in the future" in error.message and "reset the sessions stream" in error.message
-        assert not fake.queries
+        assert "in the future" in error.message and not fake.queries
 
     @pytest.mark.parametrize(
         "state, problem",
         [
-            ({"session_id": None}, "has no '$start_timestamp'"),
-            ({"$start_timestamp": "yesterday"}, "is not an ISO-8601 timestamp"),
-            ({"$start_timestamp": "2025-05-01T00:00:00Z", "session_id": "x' OR 1=1 --"}, "'session_id' must be null or a session UUID"),
+            ({"inserted_through": "yesterday"}, "not an ISO-8601 timestamp"),
+            ({"inserted_through": "2025-05-10T00:00:00Z", "start_floor": "2025-05-01T00:00:00Z", "position": {"start": "2025-05-02T00:00:00Z", "session_id": "x' OR 1=1"}}, "session UUID"),
+            ({"inserted_through": "2025-05-10T00:00:00Z", "inserted_after": "2025-05-20T00:00:00Z", "start_floor": "2025-05-01T00:00:00Z", "position": None}, "is after"),
         ],
     )
     def test_given_a_corrupt_state_when_read_then_a_config_error_names_the_problem(self, requests_mock: Any, state: Dict[str, Any], problem: str) -> None:
@@ -290,14 +309,14 @@ class TestSessionsIncremental:
 
         output = sync(state={"__ab_full_refresh_sync_complete": True})
 
-        assert len(records(output)) == 1 and not output.errors and fake.bounds()[0][0] == "2025-05-01 00:00:00.000000"
+        assert len(records(output)) == 1 and not output.errors and fake.counts()[0].group(1) == "2025-05-01 00:00:00.000000"
 
     def test_given_a_state_of_another_project_when_read_then_it_starts_from_the_anchor_date(self, requests_mock: Any) -> None:
         fake = FakeSessions([]).register(requests_mock)
 
-        sync(state={"$start_timestamp": "2025-05-30T00:00:00.000000Z", "session_id": None, "project_id": 999})
+        sync(state={"inserted_through": "2025-05-30T00:00:00.000000Z", "project_id": 999})
 
-        assert fake.bounds()[0][0] == "2025-05-01 00:00:00.000000"
+        assert fake.counts()[0].group(1) == "2025-05-01 00:00:00.000000"
 
 
 class TestSessionsMalformed:
@@ -305,25 +324,43 @@ class TestSessionsMalformed:
         "body, problem",
         [
             ({"results": "nope", "columns": COLUMNS}, "expected an object with a 'results' list"),
-            ({"results": [["x"]], "columns": ["distinct_id"]}, "no session_id, $start_timestamp, $end_timestamp column"),
-            ({"results": [[session_id(1), "soon", "2025-05-10T00:00:00Z"]], "columns": ["session_id", "$start_timestamp", "$end_timestamp"]}, "a session row cannot be read"),
-            ({"results": [[42, "2025-05-10T00:00:00Z", "2025-05-10T00:00:00Z"]], "columns": ["session_id", "$start_timestamp", "$end_timestamp"]}, "a session row cannot be read"),
+            ({"results": [["2025-05-10T00:00:00Z", "x"]], "columns": ["hour", "sessions"]}, "the sessions counts cannot be read"),
         ],
     )
-    def test_given_a_malformed_body_when_read_then_the_sync_fails_with_a_system_error_naming_it(self, requests_mock: Any, body: Dict[str, Any], problem: str) -> None:
+    def test_given_a_malformed_count_when_read_then_the_sync_fails_with_a_system_error_naming_it(self, requests_mock: Any, body: Dict[str, Any], problem: str) -> None:
         requests_mock.post(QUERY_URL, json=body)
 
-        output = read_stream("sessions", SyncMode.full_refresh, ConfigBuilder().with_anchor_date(ANCHOR).build(), expecting_exception=True)
+        output = sync(mode=SyncMode.full_refresh, expecting_exception=True)
 
         error = errors(output)[0]
         assert error.failure_type == FailureType.system_error
         assert "POST /api/projects/2/query/" in error.message and problem in error.message
         assert API_KEY not in everything_emitted(output)
 
+    @pytest.mark.parametrize(
+        "row_columns, row, problem",
+        [
+            (["distinct_id"], ["x"], "no session_id, $start_timestamp, $end_timestamp, max_inserted_at column"),
+            (["session_id", "$start_timestamp", "$end_timestamp", "max_inserted_at"], [session_id(1), "soon", "2025-05-10T00:00:00Z", "2025-05-10T00:00:00Z"], "a session row cannot be read"),
+            (["session_id", "$start_timestamp", "$end_timestamp", "max_inserted_at"], [42, "2025-05-10T00:00:00Z", "2025-05-10T00:00:00Z", "2025-05-10T00:00:00Z"], "a session row cannot be read"),
+        ],
+    )
+    def test_given_a_malformed_page_when_read_then_the_sync_fails_with_a_system_error_naming_it(self, requests_mock: Any, row_columns: List[str], row: List[Any], problem: str) -> None:
+        def answer(request: Any, context: Any) -> Dict[str, Any]:
+            if "count()" in request.json()["query"]["query"]:
+                return {"results": [["2025-05-10T00:00:00Z", 1]], "columns": ["hour", "sessions"]}
+            return {"results": [row], "columns": row_columns}
+
+        requests_mock.post(QUERY_URL, json=answer)
+
+        output = sync(mode=SyncMode.full_refresh, expecting_exception=True)
+
+        assert problem in errors(output)[0].message
+
     def test_given_a_body_that_is_not_json_when_read_then_the_sync_fails_with_a_system_error(self, requests_mock: Any) -> None:
         requests_mock.post(QUERY_URL, text="<html>oops</html>")
 
-        output = read_stream("sessions", SyncMode.full_refresh, ConfigBuilder().with_anchor_date(ANCHOR).build(), expecting_exception=True)
+        output = sync(mode=SyncMode.full_refresh, expecting_exception=True)
 
         assert "the body is not JSON" in errors(output)[0].message
 
@@ -336,9 +373,9 @@ class TestSessionsScope:
 
         assert message is not None and "query:read" in message
         sent = json.loads(requests_mock.last_request.body)["query"]["query"]
-        assert _QUERY.fullmatch(sent) and sent.endswith("LIMIT 1")  # the probe is a one-row sessions page
+        assert "FROM sessions" in sent and sent.endswith("LIMIT 1") and parse_error(sent) is None  # a one-row sessions page
 
     def test_given_a_key_with_query_read_when_a_scope_probe_runs_then_nothing_is_missing(self, requests_mock: Any) -> None:
-        FakeSessions([]).register(requests_mock)
+        requests_mock.post(QUERY_URL, json=dict(TEMPLATE, results=[]))
 
         assert stream_of(Sessions).missing_scope() is None
