@@ -16,7 +16,9 @@ import pytest
 
 from tools.connector import (
     ALL_STREAMS,
+    CHANGE_TIME_STREAMS,
     INCREMENTAL_STREAMS,
+    change_time_problems,
     expected_incremental_keys,
     run_sync,
     sessions_incremental_problems,
@@ -69,6 +71,9 @@ def test_given_every_streams_last_state_passed_back_when_the_next_sync_runs_then
         if stream == "sessions":  # the changes, and the sessions still settling
             assert not sessions_incremental_problems(second, changes, truth["sessions"], first.states["sessions"])
             continue
+        if stream in CHANGE_TIME_STREAMS:  # the changes, and the items that tie with the cursor
+            assert not change_time_problems(stream, second, changes, first.states[stream])
+            continue
         assert set(map(hashable, second.keys(stream))) == expected_incremental_keys(stream, changes, truth), f"{stream}: wrong incremental delivery"
 
 
@@ -102,7 +107,8 @@ def test_given_a_state_written_for_another_project_when_read_then_this_projects_
         ("events", {"timestamp": "2030-01-01T00:00:00.000000Z", "uuid": None}, "2030-01-01"),
         ("annotations", {"updated_at": "2030-06-01T00:00:00Z"}, "2030-06-01"),
         ("session_recordings", {"start_time": "2031-01-01T00:00:00Z", "ongoing": {}}, "2031-01-01"),
-        ("sessions", {"$start_timestamp": "2031-06-01T00:00:00Z", "session_id": None}, "2031-06-01"),
+        ("sessions", {"inserted_through": "2031-06-01T00:00:00Z"}, "2031-06-01"),
+        ("sessions", {"$start_timestamp": "2031-07-01T00:00:00Z", "session_id": None}, "2031-07-01"),  # 0.2.0's state
     ],
 )
 def test_given_a_cursor_in_the_future_when_read_then_a_config_error_names_stream_value_and_reset_before_any_request(
@@ -156,7 +162,7 @@ def test_given_a_key_without_a_scope_when_check_discover_and_read_then_the_strea
             server.stop()
 
 
-def test_given_a_key_without_query_read_when_check_discover_and_read_then_sessions_and_events_are_left_out_and_the_sync_succeeds(
+def test_given_a_key_without_query_read_when_check_discover_and_read_then_the_hogql_streams_are_left_out_and_the_sync_succeeds(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, emulator.url, KEYS["no_query"], emulator.project_id)
@@ -167,8 +173,10 @@ def test_given_a_key_without_query_read_when_check_discover_and_read_then_sessio
     assert [m["connectionStatus"]["status"] for m in messages(check) if m["type"] == "CONNECTION_STATUS"] == ["SUCCEEDED"]
     (catalog,) = [m["catalog"] for m in messages(discover) if m["type"] == "CATALOG"]
     offered = {item["name"] for item in catalog["streams"]}
-    assert not offered & {"sessions", "events"} and offered >= set(ALL_STREAMS) - {"sessions", "events", "persons"}
+    # the HogQL streams (persons falls back to its REST list)
+    assert not offered & {"sessions", "events", "cohort_membership"} and offered >= set(ALL_STREAMS) - {"sessions", "events", "persons", "cohort_membership"}
     assert any("sessions" in line and "query:read" in line for line in logs(discover))
+    assert any("cohort_membership" in line and "query:read" in line for line in logs(discover))
 
     read = run_sync(config, write_catalog(tmp_path, sorted(offered), incremental=True), env=ENV)
 

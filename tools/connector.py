@@ -62,12 +62,42 @@ def expected_incremental_keys(stream: str, changes: Mapping[str, Any], truth_aft
     if stream in CHANGE_TIME_STREAMS:
         block = changes.get(stream, {})
         return set(block.get("new", [])) | set(block.get("updated", []))
-    if stream in ("annotations", "session_recordings", "sessions"):
-        # sessions: the least an incremental sync must deliver (it also re-reads the settling
-        # window, see sessions_incremental_problems).
+    if stream in ("annotations", "session_recordings"):
         block = changes.get(stream, {})
         return set(block.get("new", [])) | set(block.get("updated", []))
+    if stream == "sessions":
+        # the least an incremental sync must deliver: sessions are read by ingestion time, so those
+        # late events made or grew come too (it may also re-read the tolerance band, see
+        # sessions_incremental_problems).
+        block = changes.get(stream, {})
+        return set(block.get("new", [])) | set(block.get("updated", [])) | set(block.get("by_late_events", []))
     return set(map(hashable, truth_after.get(stream, [])))
+
+
+def change_time_problems(stream: str, result: "SyncResult", changes: Mapping[str, Any], since: Mapping[str, Any]) -> List[str]:
+    """What an incremental sync of a change-time stream (CHANGE_TIME_STREAMS) after
+    `emu.mutate(...)` must deliver, one line per failure: every item created or changed, and
+    besides them only items that tie with the incoming cursor (`since`, that stream's state) —
+    read again by design, with the same id (streams/base.py ChangeTimeList)."""
+    cursor_field = INCREMENTAL_STREAMS[stream]
+    since = since.get("2", since)
+    cursor = since.get(cursor_field)
+    records = result.records.get(stream, [])
+    keys = [primary_key(stream, record) for record in records]
+    expected = expected_incremental_keys(stream, changes, {})
+    problems = []
+    if len(keys) != len(set(keys)):
+        problems.append(f"{stream}: duplicate primary keys in one sync")
+    if expected - set(keys):
+        problems.append(f"{stream}: {len(expected - set(keys))} changes not delivered (e.g. {sorted(expected - set(keys))[:3]})")
+    def at(value: Any) -> Any:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    fallback = "created_at"  # feature flags' updated_at stays null until the first edit
+    extra = [key for key, record in zip(keys, records) if key not in expected
+             and (cursor is None or at(record.get(cursor_field) or record.get(fallback)) != at(cursor))]
+    if extra:
+        problems.append(f"{stream}: {len(extra)} unchanged items delivered that do not tie with the cursor {cursor!r} (e.g. {extra[:3]})")
+    return problems
 
 
 def sessions_incremental_problems(result: "SyncResult", changes: Mapping[str, Any], truth_after: List[Any], since: Mapping[str, Any]) -> List[str]:

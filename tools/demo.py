@@ -14,10 +14,13 @@ import time
 
 from tools.connector import (
     ALL_STREAMS,
+    CHANGE_TIME_STREAMS,
     REPO,
+    change_time_problems,
     expected_incremental_keys,
     hashable,
     run_sync,
+    sessions_incremental_problems,
     write_catalog,
     write_config,
     write_state,
@@ -57,6 +60,7 @@ def main() -> int:
         changes = emu.mutate(
             new_events=500, late_events=50, late_events_max_age_days=3, new_annotations=2,
             updated_annotations=3, new_session_recordings=5, grow_ongoing_recordings=True, new_persons=10,
+            new_sessions=3, grow_ongoing_sessions=True,
         )
         truth_after = emu.ground_truth()
         time.sleep(INGESTION_LAG_SECONDS + 1)
@@ -68,9 +72,13 @@ def main() -> int:
         if incremental.returncode != 0:
             return _fail(incremental)
 
-    _table(full, incremental, truth_before, truth_after, changes)
+    problems = _table(full, incremental, truth_before, truth_after, changes)
+    for line in _summaries(incremental.stdout):
+        print(line)
     print(f"\nAll output (spec, check, discover, both reads, states) is in {OUTPUT.relative_to(REPO)}/")
-    return 0
+    for problem in problems:
+        print("PROBLEM:", problem)
+    return 1 if problems else 0
 
 
 def _summary(command: str, stdout: bytes) -> str:
@@ -86,21 +94,41 @@ def _summary(command: str, stdout: bytes) -> str:
     return "no output"
 
 
-def _table(full, incremental, truth_before, truth_after, changes) -> None:
+def _table(full, incremental, truth_before, truth_after, changes) -> list:
+    """The per-stream table; returns the problems (a stream marked NO says why)."""
     header = f"{'stream':22s} {'full':>7s} {'truth':>7s} {'incr.':>6s} {'expect':>6s} {'ok':3s} final state"
     print(header)
     print("-" * (len(header) + 40))
+    problems = []
     for stream in ALL_STREAMS:
         full_keys = set(map(hashable, full.keys(stream)))
         incremental_keys = set(map(hashable, incremental.keys(stream)))
         expected = expected_incremental_keys(stream, changes, truth_after)
-        ok = full_keys == set(map(hashable, truth_before.get(stream, []))) and incremental_keys == expected
-        ok = ok and len(incremental.keys(stream)) == len(incremental_keys)  # no duplicates
+        found = [] if full_keys == set(map(hashable, truth_before.get(stream, []))) else [f"{stream}: the full sync differs from the ground truth"]
+        if stream == "sessions":  # the changes, and the sessions of the tolerance band read again
+            found += sessions_incremental_problems(incremental, changes, truth_after["sessions"], full.states["sessions"])
+        elif stream in CHANGE_TIME_STREAMS:  # the changes, and the items that tie with the cursor
+            found += change_time_problems(stream, incremental, changes, full.states[stream])
+        elif incremental_keys != expected or len(incremental.keys(stream)) != len(incremental_keys):
+            found.append(f"{stream}: the incremental sync delivered other records than the changes (or one twice)")
+        problems += found
         state = json.dumps(incremental.states.get(stream, {}))
         print(
             f"{stream:22s} {len(full_keys):7,d} {len(truth_before.get(stream, [])):7,d} {len(incremental_keys):6,d} "
-            f"{len(expected):6,d} {'yes' if ok else 'NO':3s} {state[:60]}{'…' if len(state) > 60 else ''}"
+            f"{len(expected):6,d} {'NO' if found else 'yes':3s} {state[:60]}{'…' if len(state) > 60 else ''}"
         )
+    return problems
+
+
+def _summaries(stdout: bytes) -> list:
+    """The connector's own summary of the incremental sync (its `Sync summary` log lines)."""
+    lines = []
+    for line in stdout.splitlines():
+        message = json.loads(line) if line.startswith(b"{") else {}
+        text = message.get("log", {}).get("message", "") if message.get("type") == "LOG" else ""
+        if text.startswith("Sync summary"):
+            lines.append("\n" + text)
+    return lines
 
 
 def _fail(result) -> int:

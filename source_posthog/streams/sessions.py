@@ -57,7 +57,14 @@ class Sessions(IncrementalStream):
             state = SessionsState.from_dict(value)
         except InvalidSessionsState as error:
             raise StateError(self.name, str(error))
-        for name, moment in (("inserted_through", state.inserted_through), ("inserted_after", state.inserted_after)):
+        moments = (
+            ("inserted_through", state.inserted_through),
+            ("inserted_after", state.inserted_after),
+            # an earlier release's `$start_timestamp` (or a pass's floor or position): a future one reads nothing
+            ("$start_timestamp" if "$start_timestamp" in value else "start_floor", state.start_floor),
+            ("position", state.position.start if state.position else None),
+        )
+        for name, moment in moments:
             if moment is not None:
                 not_in_future(self.name, name, pendulum.instance(moment))
         return state

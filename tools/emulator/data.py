@@ -44,7 +44,7 @@ from . import timeutil as tu
 from .keys import PROJECT_ID, SECOND_PROJECT_ID
 from .resources import Resources
 
-SCHEMA_VERSION = 4  # 4: ClickHouse UUID order indexes, millisecond persons.created_at, cohort membership
+SCHEMA_VERSION = 5  # 4: ClickHouse UUID order indexes, millisecond persons.created_at, cohort membership; 5: events.session_id
 MAX_CACHED_FILES = 6
 _BATCH = 10_000
 
@@ -74,7 +74,10 @@ CREATE TABLE events (
     properties TEXT NOT NULL,
     elements_chain TEXT NOT NULL,
     person_id TEXT,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    -- PostHog materializes `$session_id` as a column of its events table (HogQL `events.$session_id`);
+    -- here too, so the sessions aggregation reads no JSON
+    session_id TEXT GENERATED ALWAYS AS (json_extract(properties, '$."$session_id"')) STORED
 );
 CREATE TABLE persons (
     team_id INTEGER NOT NULL,
@@ -994,7 +997,7 @@ class Store:
 
     # -- sessions (the HogQL `sessions` table is computed from the events, hogql.sessions_sql) --
 
-    _SESSION_OF_EVENT = "json_extract(properties, '$.\"$session_id\"')"
+    _SESSION_OF_EVENT = "session_id"  # the stored `$session_id` column
 
     def _session_summary(self, team_id: int = PROJECT_ID) -> dict[str, tuple]:
         """session id → (start, end, event count) over every stored event."""

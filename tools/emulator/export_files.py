@@ -293,7 +293,7 @@ def session_rows(store, conn: sqlite3.Connection, w: Window) -> Iterator[dict]:
     start = tu.from_db(w.start)
     lookback = tu.to_db(start - timedelta(days=SESSIONS_LOOKBACK_DAYS))
     scan_lo = tu.to_db(start - timedelta(days=SESSIONS_LOOKBACK_DAYS + hogql.SESSION_BUFFER_DAYS))
-    sid = "json_extract(properties, '$.\"$session_id\"')"
+    sid = "session_id"  # the stored `$session_id` column (data.py)
     cand, cand_params = [], []
     for pred, pp in ing.alternatives(w.start, w.end):
         cand.append(f"SELECT {sid} FROM events WHERE team_id = ? AND timestamp >= ? AND {pred}")

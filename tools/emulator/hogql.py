@@ -668,14 +668,21 @@ def sessions_sql(columns: list[str], version: str, event_filter: str, ingestion_
     joined = " ".join(exprs.values())
     joins = ("JOIN events AS f ON f.uuid = substr(g.first_key, 28) " if "f." in joined else "") + \
             ("JOIN events AS l ON l.uuid = substr(g.last_key, 28)" if "l." in joined else "")
+    # Only the aggregates the columns use (a count per hour needs neither URLs nor first events).
+    aggregates = {"lo": "min(timestamp)", "hi": "max(timestamp)", "max_inserted_at": "max(ingested)",
+                  "first_key": "min(timestamp || ' ' || uuid)", "last_key": "max(timestamp || ' ' || uuid)",
+                  "urls": "count(DISTINCT url)", "pageviews": "sum(event = '$pageview')",
+                  "autocaptures": "sum(event = '$autocapture')", "screens": "sum(event = '$screen')"}
+    used = {"lo", "hi"} | {name for name in aggregates if f"g.{name}" in joined}
+    used |= {"first_key"} if "f." in joined else set()
+    used |= {"last_key"} if "l." in joined else set()
+    inner = ", ".join(f"{sql} AS {name}" for name, sql in aggregates.items() if name in used)
+    extra = (f", {ingestion_sql} AS ingested" if "max_inserted_at" in used else "") + \
+            (", json_extract(properties, '$.\"$current_url\"') AS url" if "urls" in used else "")
     return f"""SELECT {select}
-          FROM (SELECT team_id, sid, min(timestamp) AS lo, max(timestamp) AS hi, max(ingested) AS max_inserted_at,
-                       min(timestamp || ' ' || uuid) AS first_key, max(timestamp || ' ' || uuid) AS last_key,
-                       count(DISTINCT url) AS urls, sum(event = '$pageview') AS pageviews,
-                       sum(event = '$autocapture') AS autocaptures, sum(event = '$screen') AS screens
-                FROM (SELECT team_id, uuid, event, timestamp, {ingestion_sql} AS ingested,
-                             json_extract(properties, '$."$session_id"') AS sid,
-                             json_extract(properties, '$."$current_url"') AS url
+          FROM (SELECT team_id, sid, {inner}
+                FROM (SELECT team_id, uuid, event, timestamp{extra},
+                             session_id AS sid
                       FROM events WHERE 1 = 1{event_filter})
                 WHERE sid IS NOT NULL AND sid <> '' GROUP BY team_id, sid) AS g {joins}"""
 
