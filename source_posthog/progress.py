@@ -67,7 +67,7 @@ class Progress:
         if self.estimated_rows:
             share = min(self.records / self.estimated_rows, 1.0)
             left = max(self.estimated_rows - self.records, 0)
-            eta = f", about {duration(left / rate)} left" if rate > 0 and left else ""
+            eta = f", about {duration(left / rate)} left" if rate > 0 and left / rate >= 1 else ""
             done = f"{self.records:,} of ~{self.estimated_rows:,} records ({share:.0%}), {rate:,.0f}/s{eta}"
         else:
             done = f"{self.records:,} records, {rate:,.0f}/s"

@@ -196,6 +196,10 @@ class SyncResult:
     def errors(self) -> List[Mapping[str, Any]]:
         return [trace for trace in self.traces if trace.get("type") == "ERROR"]
 
+    def estimates(self, stream: str) -> List[int]:
+        """The `row_estimate` of each ESTIMATE the stream sent, in order."""
+        return [trace["row_estimate"] for trace in self.traces if trace.get("type") == "ESTIMATE" and trace.get("name") == stream]
+
 
 def parse_output(stdout: bytes, result: SyncResult) -> SyncResult:
     lines = stdout.splitlines()
@@ -219,6 +223,8 @@ def parse_output(stdout: bytes, result: SyncResult) -> SyncResult:
             trace = message["trace"]
             if trace.get("type") == "ERROR":
                 result.traces.append({"type": "ERROR", **trace.get("error", {})})
+            elif trace.get("type") == "ESTIMATE":
+                result.traces.append({**trace.get("estimate", {}), "estimate_type": trace.get("estimate", {}).get("type"), "type": "ESTIMATE"})
         elif kind == "LOG":
             result.logs.append(message["log"].get("message", ""))
     return result

@@ -1079,6 +1079,7 @@ def query(ctx: Ctx) -> Result:
         raise validation_error(f'"{refresh}" is not a valid choice.', "refresh", code="invalid_choice")
     text = q.get("query")
     ctx.log["hogql"] = text
+    ctx.log["query_name"] = body.get("name")  # PostHog keeps it in its query log (log_comment)
     ctx.log["parser"] = posthog_parser.PARSER
     values = q.get("values")
     if values is not None and not isinstance(values, dict):
