@@ -21,7 +21,7 @@ import requests
 from tools.emulator import KEYS, PROJECT_ID, EmulatorConfig, EmulatorProcess, EmulatorServer
 from tools.emulator import conditions as cond
 from tools.emulator.data import DataParams
-from integration_tests.emulator_fidelity.test_emulator import auth, make_emu  # noqa: F401  (the fixture and helper have one home)
+from integration_tests.emulator_fidelity.test_emulator import auth
 
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 COLUMNS = "uuid, event, timestamp, distinct_id, properties, elements_chain, person_id, created_at"
@@ -392,8 +392,6 @@ def test_bucket_default_limit_and_strictness(make_emu):
 def test_current_key_describes_the_calling_key_without_needing_a_scope_and_can_be_turned_off() -> None:
     import json
     import urllib.request
-
-    from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
 
     def get(url: str, key: str) -> tuple:
         request = urllib.request.Request(f"{url}/api/personal_api_keys/@current/", headers={"Authorization": f"Bearer {key}"})

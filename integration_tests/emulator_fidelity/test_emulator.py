@@ -23,7 +23,8 @@ from tools.emulator import hogql
 from tools.emulator.data import DataParams, Store
 from tools.emulator.ratelimit import RateLimiter, Throttled
 
-BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+from integration_tests.emulator_fidelity.conftest import BASE
+
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 ISO_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
 EVENT_COLUMNS = "uuid, event, timestamp, distinct_id, properties, elements_chain, person_id, created_at"
@@ -35,34 +36,10 @@ EVENT_COLUMNS = "uuid, event, timestamp, distinct_id, properties, elements_chain
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("emulator-cache")
-
-
-@pytest.fixture(scope="module")
 def emu(data_dir):
     """A shared, read-only server: never mutated, never faulted."""
     with EmulatorServer(EmulatorConfig(events=3000, seed=3, base_time=BASE, data_dir=data_dir)) as e:
         yield e
-
-
-@pytest.fixture
-def make_emu(data_dir):
-    """Fresh servers for tests that mutate data, inject faults or enable limits."""
-    started = []
-
-    def make(**kw):
-        kw.setdefault("events", 400)
-        kw.setdefault("seed", 5)
-        kw.setdefault("base_time", BASE)
-        kw.setdefault("data_dir", data_dir)
-        server = EmulatorServer(EmulatorConfig(**kw)).start()
-        started.append(server)
-        return server
-
-    yield make
-    for s in started:
-        s.stop()
 
 
 def auth(key: str = "all_access") -> dict:

@@ -28,7 +28,7 @@ from tools.emulator import export_files as xf
 from tools.emulator import exports as ex
 from tools.emulator.data import uuid7_text
 from tools.emulator.exports import ExportSettings
-from integration_tests.emulator_fidelity.test_emulator import auth, hog, make_emu, ts  # noqa: F401  (the fixture has one home)
+from integration_tests.emulator_fidelity.test_emulator import auth, hog, ts
 
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 PATH = f"/api/projects/{PROJECT_ID}/file_download_batch_exports/"

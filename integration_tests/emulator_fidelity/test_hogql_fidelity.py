@@ -25,7 +25,7 @@ from unit_tests.support import posthog_parser
 from tools.emulator.__main__ import config_from_args, parse_args
 from tools.emulator.data import uuid_order_key
 from tools.emulator.keys import SECOND_PROJECT_ID
-from integration_tests.emulator_fidelity.test_emulator import auth, error_body, hog, make_emu  # noqa: F401  (a fixture)
+from integration_tests.emulator_fidelity.test_emulator import auth, error_body, hog
 
 BASE = datetime(2026, 11, 2, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[2]

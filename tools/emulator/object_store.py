@@ -31,7 +31,6 @@ import base64
 import calendar
 import hashlib
 import hmac
-import os
 import secrets
 import socket
 import threading

@@ -262,6 +262,7 @@ class TestIncremental:
 
         output = sync()
 
+        assert fake.timeouts_left == 0, "both 504s were answered"
         assert sorted(ids(output)) == sorted(s.id for s in sessions) and len(ids(output)) == 20
         assert not output.errors and any("query time limit" in log.log.message for log in output.logs)
 
