@@ -51,7 +51,7 @@ from airbyte_cdk.sources.types import StreamSlice
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import settings
-from source_posthog.api import envelopes
+from source_posthog.api import envelopes, hogql
 from source_posthog.api.envelopes import MalformedBody
 from source_posthog.cdk_internals import FULL_REFRESH_COMPLETE, NO_CURSOR_STATE, ProjectStatesCursor
 from source_posthog.config import PostHogConfig
@@ -68,6 +68,20 @@ class MalformedResponse(AirbyteTracedException):
 def malformed_response(place: str, problem: str) -> MalformedResponse:
     message = f"PostHog sent an unexpected response to {place}: {problem}. The last checkpoint is saved; retry the sync, and report it if it persists."
     return MalformedResponse(message=message, internal_message=message, failure_type=FailureType.system_error)
+
+
+def time_counts(body: Mapping[str, Any], place: str, what: str) -> List[Tuple[datetime, int]]:
+    """The rows of a `SELECT toStartOf…(time), count() … GROUP BY` (the events and sessions plans' counts)."""
+    try:
+        return [(parse_timestamp(bucket), int(count)) for bucket, count in body["results"]]
+    except (TypeError, ValueError) as error:
+        raise malformed_response(place, f"the {what} cannot be read ({type(error).__name__}: {error})")
+
+
+def too_slow(stream: str, place: str, problem: Exception, advice: str) -> AirbyteTracedException:
+    """PostHog's execution limit met even by the smallest query a plan can ask (a system error)."""
+    message = f"Stream {stream}: {place}: {problem}. {advice}"
+    return AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.system_error)
 
 
 PROJECT_ID_SCHEMA = {"type": "integer", "description": "The PostHog project the record was read from."}
@@ -125,6 +139,20 @@ class ProjectRead:
             return envelopes.decode_body(content, **decode)
         except MalformedBody as error:
             raise malformed_response(where(response), str(error))
+
+    def query(self, text: str, name: str, columns: Sequence[str] = ()) -> Tuple[Dict[str, Any], str]:
+        """One HogQL query (`name` labels it in PostHog's query log) and its checked body: the
+        HogQL envelope, with every one of `columns` in its result. Returns (body, where it was asked)."""
+        response, content = self.client.send("POST", self.url("query/"), json=hogql.query_body(text, name))
+        place = where(response)
+        try:
+            body = envelopes.decode_body(content, item_type=list)
+        except MalformedBody as error:
+            raise malformed_response(place, str(error))
+        missing = [column for column in columns if column not in (body.get("columns") or [])]
+        if missing:
+            raise malformed_response(place, f"the {name.removeprefix('airbyte_source_posthog_')} query result has no {' or '.join(missing)} column")
+        return body, place
 
     def pages(self, url: str, params: Mapping[str, Any], bare_list: bool = False) -> Iterator[Tuple[Dict[str, Any], Optional[str]]]:
         """A REST list's pages from `url` on: (body, the next page's path or None). PostHog's

@@ -19,12 +19,10 @@ from typing import Any, Iterator, List, Mapping, Optional, Tuple
 from airbyte_cdk.models import AirbyteMessage
 
 from source_posthog import settings
-from source_posthog.api import envelopes
-from source_posthog.api.envelopes import MalformedBody
 from source_posthog.api.hogql import COHORT_MEMBER_TABLES, cohort_members_query, query_body
 from source_posthog.cdk_internals import FULL_REFRESH_COMPLETE
 from source_posthog.state import StateError
-from source_posthog.streams.base import PostHogStream, ProjectRead, malformed_response, where
+from source_posthog.streams.base import PostHogStream, ProjectRead, malformed_response
 
 
 class CohortMembership(PostHogStream):
@@ -61,16 +59,8 @@ class CohortMembership(PostHogStream):
         yield part.checkpoint(FULL_REFRESH_COMPLETE)
 
     def _page(self, part: ProjectRead, table: str, after: Optional[Tuple[int, str]]) -> List[Tuple[int, str]]:
-        text = cohort_members_query(table, after, self.page_size)
-        response, content = part.client.send("POST", part.url("query/"), json=query_body(text, "airbyte_source_posthog_cohort_membership"))
-        place = where(response)
-        try:
-            body = envelopes.decode_body(content, item_type=list)
-        except MalformedBody as error:
-            raise malformed_response(place, str(error))
-        columns = body.get("columns") or []
-        if "cohort_id" not in columns or "person_id" not in columns:
-            raise malformed_response(place, f"the {table} result has no cohort_id or person_id column")
+        body, place = part.query(cohort_members_query(table, after, self.page_size), "airbyte_source_posthog_cohort_membership", ("cohort_id", "person_id"))
+        columns = body["columns"]
         cohort_at, person_at = columns.index("cohort_id"), columns.index("person_id")
         pairs = []
         for row in body["results"]:

@@ -12,22 +12,20 @@ is emitted again).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
-from typing import Any, Iterator, List, Mapping, MutableMapping, Optional, Tuple
+from datetime import timedelta
+from typing import Any, Iterator, Mapping, MutableMapping, Optional, Tuple
 
 import pendulum
 import requests
-from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, FailureType, Type
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, Type
 
 from source_posthog import seams
 from source_posthog.api.envelopes import MalformedBody, decode_body, hogql_records
 from source_posthog.api.events_plan import CountQuery, EventsPlan, EventsState, InvalidEventsState, MinuteCountQuery, Page, PageQuery, QueryTooSlow, parse_position
 from source_posthog.api.hogql import query_body
-from source_posthog.api.timestamps import parse_timestamp
 from source_posthog.http import PostHogClient, error_detail, is_query_timeout
 from source_posthog.state import StateError, not_in_future
-from source_posthog.streams.base import IncrementalStream, ProjectRead, malformed_response, where
+from source_posthog.streams.base import IncrementalStream, ProjectRead, malformed_response, time_counts, too_slow, where
 from source_posthog.streams.query_lanes import Answer, QueryLanes
 
 QUERY_NAMES = {PageQuery: "airbyte_source_posthog_events", CountQuery: "airbyte_source_posthog_events_counts", MinuteCountQuery: "airbyte_source_posthog_events_counts"}
@@ -88,11 +86,11 @@ class Events(IncrementalStream):
                 except MalformedBody as error:
                     raise malformed_response(where(response), str(error))
                 if isinstance(query, CountQuery):
-                    plan = plan.after_counts(query, self._buckets(body, response))
+                    plan = plan.after_counts(query, time_counts(body, where(response), "counts"))
                     if plan.counted is None:  # the windows are planned: what they hold is the estimate
                         yield from part.estimate(part.progress.records + plan.main_rows_planned())
                 elif isinstance(query, MinuteCountQuery):
-                    plan = plan.after_minutes(query, self._buckets(body, response))
+                    plan = plan.after_minutes(query, time_counts(body, where(response), "counts"))
                 else:
                     rows = len(body["results"])
                     last: Optional[Mapping[str, Any]] = None
@@ -112,8 +110,7 @@ class Events(IncrementalStream):
         try:
             smaller = plan.after_timeout(query)
         except QueryTooSlow as error:
-            message = f"Stream events: {where(response)}: {error}. Lower 'events_page_size', or report it: the project may need PostHog's batch exports."
-            raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.system_error)
+            raise too_slow("events", where(response), error, "Lower 'events_page_size', or report it: the project may need PostHog's batch exports.")
         self.logger.info(f"Stream events: {where(response)} hit PostHog's query time limit; asking for a smaller range ({error_detail(response)[:120]}).")
         return smaller
 
@@ -123,13 +120,6 @@ class Events(IncrementalStream):
             return parse_position(last["timestamp"], last["uuid"]) if last else None
         except ValueError:
             raise malformed_response(where(response), f"an event's uuid is {str(last.get('uuid'))[:40]!r}, not a UUID")
-
-    @staticmethod
-    def _buckets(body: Mapping[str, Any], response: requests.Response) -> List[Tuple[datetime, int]]:
-        try:
-            return [(parse_timestamp(bucket), int(count)) for bucket, count in body["results"]]
-        except (TypeError, ValueError) as error:
-            raise malformed_response(where(response), f"the counts cannot be read ({type(error).__name__}: {error})")
 
     # -- scope probe -----------------------------------------------------------------------------
     def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:

@@ -34,12 +34,11 @@ import orjson
 from airbyte_cdk.models import AirbyteMessage
 
 from source_posthog import settings
-from source_posthog.api import envelopes, scopes
-from source_posthog.api.envelopes import MalformedBody
+from source_posthog.api import scopes
 from source_posthog.api.hogql import PERSON_LAST_SEEN_COLUMN, person_distinct_ids_query, persons_count_query, persons_page_query, query_body
 from source_posthog.api.timestamps import to_utc_iso
 from source_posthog.cdk_internals import FULL_REFRESH_COMPLETE
-from source_posthog.http import ClientError, RetriesExhausted, where
+from source_posthog.http import ClientError, RetriesExhausted
 from source_posthog.state import StateError, require_mapping
 from source_posthog.streams.base import PostHogStream, ProjectRead, malformed_response
 
@@ -177,29 +176,23 @@ class PersonsOverHogQL:
 
     @staticmethod
     def _count(part: ProjectRead, after: Optional[str]) -> int:
-        response, content = part.client.send("POST", part.url("query/"), json=query_body(persons_count_query(after), "airbyte_source_posthog_persons_count"))
+        body, place = part.query(persons_count_query(after), "airbyte_source_posthog_persons_count")
         try:
-            (row,) = envelopes.decode_body(content, item_type=list)["results"]
+            (row,) = body["results"]
             return int(row[0])
-        except (MalformedBody, ValueError, TypeError, IndexError) as error:
-            raise malformed_response(where(response), f"the persons count cannot be read ({type(error).__name__}: {error})")
+        except (ValueError, TypeError, IndexError) as error:
+            raise malformed_response(place, f"the persons count cannot be read ({type(error).__name__}: {error})")
 
     def _page(self, part: ProjectRead, after: Optional[str]) -> Tuple[Dict[str, Any], str]:
         while True:
-            text = persons_page_query(after, self.page_size, self.last_seen_at)
             try:
-                response, content = part.client.send("POST", part.url("query/"), json=query_body(text, "airbyte_source_posthog_persons"))
+                return part.query(persons_page_query(after, self.page_size, self.last_seen_at), "airbyte_source_posthog_persons")
             except ClientError as refused:
                 if refused.status == 400 and self.last_seen_at and PERSON_LAST_SEEN_COLUMN in refused.message:
                     self.last_seen_at = False
                     self.stream.logger.info(f"Stream persons: this PostHog has no persons.{PERSON_LAST_SEEN_COLUMN} in HogQL; the field is left out.")
                     continue
                 raise
-            place = where(response)
-            try:
-                return envelopes.decode_body(content, item_type=list), place
-            except MalformedBody as error:
-                raise malformed_response(place, str(error))
 
     @staticmethod
     def _persons(body: Mapping[str, Any], place: str) -> List[Dict[str, Any]]:
@@ -222,15 +215,8 @@ class PersonsOverHogQL:
         resume: Optional[Tuple[str, str]] = None
         while True:
             text = person_distinct_ids_query(after, through, self.distinct_ids_page_size, resume)
-            response, content = part.client.send("POST", part.url("query/"), json=query_body(text, "airbyte_source_posthog_person_distinct_ids"))
-            place = where(response)
-            try:
-                body = envelopes.decode_body(content, item_type=list)
-            except MalformedBody as error:
-                raise malformed_response(place, str(error))
-            columns = body.get("columns") or []
-            if "person_id" not in columns or "distinct_id" not in columns:
-                raise malformed_response(place, "the distinct ids query result has no person_id or distinct_id column")
+            body, place = part.query(text, "airbyte_source_posthog_person_distinct_ids", ("person_id", "distinct_id"))
+            columns = body["columns"]
             person_at, distinct_at = columns.index("person_id"), columns.index("distinct_id")
             rows = body["results"]
             for row in rows:

@@ -20,7 +20,22 @@ class Cohorts(PagedList):
     scope = "cohort:read"
 
 
-class FeatureFlags(ChangeTimeList):
+class ArchivedPasses:
+    """A list PostHog filters by `archived=true|false` and shows only active items without it:
+    two passes, active then archived, each keeping only its own items (a server that ignored the
+    filter would otherwise duplicate them)."""
+
+    def passes(self, part: ProjectRead) -> Sequence[Mapping[str, Any]]:
+        return ({"archived": False}, {"archived": True})
+
+    def pass_params(self, one_pass: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"archived": "true" if one_pass["archived"] else "false"}
+
+    def records(self, body: Mapping[str, Any], one_pass: Mapping[str, Any]) -> Iterable[Dict[str, Any]]:
+        return (record for record in body["results"] if bool(record.get("archived")) == one_pass["archived"])
+
+
+class FeatureFlags(ArchivedPasses, ChangeTimeList):
     """`feature_flags/`: two passes, active and archived (PostHog lists archived flags only when
     `archived` is passed, and `archived=true|false` then filters on it); deleted flags never.
     Incremental on `updated_at`, which PostHog leaves null until a flag's first edit: such a flag
@@ -31,14 +46,6 @@ class FeatureFlags(ChangeTimeList):
     change_field = "updated_at"
     fallback_field = "created_at"
 
-    def passes(self, part: ProjectRead) -> Sequence[Mapping[str, Any]]:
-        return ({"archived": False}, {"archived": True})
-
-    def pass_params(self, one_pass: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {"archived": "true" if one_pass["archived"] else "false"}
-
-    def records(self, body: Mapping[str, Any], one_pass: Mapping[str, Any]) -> Iterable[Dict[str, Any]]:
-        return (record for record in body["results"] if bool(record.get("archived")) == one_pass["archived"])
 
 
 class Insights(ChangeTimeList):
@@ -78,7 +85,7 @@ class Dashboards(PagedList):
     scope = "dashboard:read"
 
 
-class Experiments(ChangeTimeList):
+class Experiments(ArchivedPasses, ChangeTimeList):
     """`experiments/`: two passes. The list hides archived experiments unless asked, and
     `archived=true` returns only the archived ones (docs/posthog-api.md § 14.4), so a sync reads
     `archived=false`, then `archived=true`. Each record already says which it is (`archived`);
@@ -89,14 +96,6 @@ class Experiments(ChangeTimeList):
     scope = "experiment:read"
     change_field = "updated_at"
 
-    def passes(self, part: ProjectRead) -> Sequence[Mapping[str, Any]]:
-        return ({"archived": False}, {"archived": True})
-
-    def pass_params(self, one_pass: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {"archived": "true" if one_pass["archived"] else "false"}
-
-    def records(self, body: Mapping[str, Any], one_pass: Mapping[str, Any]) -> Iterable[Dict[str, Any]]:
-        return (record for record in body["results"] if bool(record.get("archived")) == one_pass["archived"])
 
 
 class Surveys(PagedList):

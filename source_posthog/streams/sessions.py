@@ -23,8 +23,7 @@ from typing import Any, Iterator, List, Mapping, MutableMapping, Optional, Tuple
 import orjson
 import pendulum
 import requests
-from airbyte_cdk.models import AirbyteMessage, FailureType
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from airbyte_cdk.models import AirbyteMessage
 
 from source_posthog import seams, settings
 from source_posthog.api import hogql
@@ -34,7 +33,7 @@ from source_posthog.api.sessions_plan import InvalidSessionsState, SessionsCount
 from source_posthog.api.timestamps import parse_timestamp, to_utc_iso
 from source_posthog.http import error_detail, is_query_timeout
 from source_posthog.state import StateError, not_in_future
-from source_posthog.streams.base import IncrementalStream, ProjectRead, malformed_response, where
+from source_posthog.streams.base import IncrementalStream, ProjectRead, malformed_response, time_counts, too_slow, where
 
 CURSOR = "max_inserted_at"
 REQUIRED_COLUMNS = ("session_id", "$start_timestamp", "$end_timestamp", "max_inserted_at")
@@ -93,7 +92,7 @@ class Sessions(IncrementalStream):
             except MalformedBody as error:
                 raise malformed_response(where(response), str(error))
             if isinstance(query, SessionsCount):
-                plan = plan.after_counts(query, self._hours(body, response))
+                plan = plan.after_counts(query, time_counts(body, where(response), "sessions counts"))
                 if plan.counted:
                     yield from part.estimate(part.progress.records + plan.estimated_rows())
             else:
@@ -109,22 +108,13 @@ class Sessions(IncrementalStream):
 
     def _smaller(self, plan: SessionsPlan, query: Any, response: requests.Response) -> SessionsPlan:
         if not isinstance(query, SessionsPage):
-            message = f"Stream sessions: {where(response)}: the sessions count hit PostHog's query time limit. Narrow 'anchor_date', or report it."
-            raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.system_error)
+            raise too_slow("sessions", where(response), Exception("the sessions count hit PostHog's query time limit"), "Narrow 'anchor_date', or report it.")
         try:
             smaller = plan.after_timeout(query)
         except SessionsQueryTooSlow as error:
-            message = f"Stream sessions: {where(response)}: {error}. Report it: the project may need PostHog's exports (export_mode)."
-            raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.system_error)
+            raise too_slow("sessions", where(response), error, "Report it: the project may need PostHog's exports (export_mode).")
         self.logger.info(f"Stream sessions: {where(response)} hit PostHog's query time limit; asking for a smaller range ({error_detail(response)[:120]}).")
         return smaller
-
-    @staticmethod
-    def _hours(body: Mapping[str, Any], response: requests.Response) -> List[Tuple[Any, int]]:
-        try:
-            return [(parse_timestamp(hour), int(count)) for hour, count in body["results"]]
-        except (TypeError, ValueError) as error:
-            raise malformed_response(where(response), f"the sessions counts cannot be read ({type(error).__name__}: {error})")
 
     def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:
         """A one-row sessions query over the last hour: refused exactly like a page without query:read."""

@@ -32,16 +32,16 @@ import calendar
 import hashlib
 import hmac
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from .http_base import QuietHandler
 
 BUCKET = "posthog-file-downloads"  # settings.BATCH_EXPORTS_FILE_DOWNLOAD_BUCKET: its value is not in the source
 REGION = "us-east-1"
@@ -246,33 +246,12 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     return (start, end) if start < size and start < end else None
 
 
-class _StoreHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _StoreHandler(QuietHandler):
     server_version = "AmazonS3"
-    sys_version = ""
     server: "_StoreServer"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_GET(self) -> None:
-        self._serve("GET")
 
     def do_HEAD(self) -> None:
         self._serve("HEAD")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
         store = self.server.store

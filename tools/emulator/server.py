@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,6 +28,7 @@ from . import endpoints as ep
 from . import exports
 from .client import ControlClient
 from .conditions import QueryGovernor
+from .http_base import QuietHandler
 from .config import EmulatorConfig
 from .data import DataParams, Store
 from .endpoints import ApiError, Ctx, Result
@@ -357,31 +358,9 @@ class Emulator:
 # ------------------------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive; every response has a Content-Length
+class _Handler(QuietHandler):
     server_version = "PostHogEmulator/1.0"
-    sys_version = ""
     server: "_HTTPServer"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        # headers and body are separate writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per response
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
 
     def do_PATCH(self) -> None:
         self._serve("PATCH")
