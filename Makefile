@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/python -m tools.demo
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: setup
 	$(BIN)/python -m tools.bench.benchmark

@@ -10,6 +10,8 @@ MAIN_REQUIREMENTS = [
 TEST_REQUIREMENTS = [
     "pytest>=8",
     "pytest-timeout",
+    # make test runs the suite on two workers, a file per worker at a time (--dist loadfile).
+    "pytest-xdist",
     "requests-mock",
     "freezegun",
     # PostHog's own HogQL parser (the C++ one PostHog runs): the emulator parses every query with it,
@@ -23,7 +25,7 @@ TEST_REQUIREMENTS = [
 setup(
     name="source-posthog",
     version="0.3.0",
-    description="Airbyte source connector for PostHog: all eleven streams, lossless HogQL events export.",
+    description="Airbyte source connector for PostHog: every stream, events exact through HogQL or PostHog's exports.",
     author="source-posthog maintainers",
     license="MIT",
     python_requires=">=3.10,<3.14",

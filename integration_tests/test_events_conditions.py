@@ -51,10 +51,10 @@ def test_given_events_stamped_20_minutes_before_they_become_queryable_when_synce
 
 
 def test_given_a_query_over_the_time_limit_when_read_then_smaller_queries_deliver_every_event(tmp_path: Path) -> None:
-    # Modeled execution time: 0.1 s + 4 µs per row in range × the columns' share; a 0.5 s limit
-    # lets a query scan only ~100k full rows: the 300k-event first window must be split.
-    config_emu = EmulatorConfig(events=300_000, seed=6, events_span_days=2, query_cost_model=True, query_time_scale=0.001,
-                                query_max_execution_seconds=0.5)
+    # Modeled execution time: 0.1 s + 4 µs per row in range × the columns' share; a 0.25 s limit
+    # lets a query scan only ~37k full rows: the 100k-event first window must be split.
+    config_emu = EmulatorConfig(events=100_000, seed=6, events_span_days=2, query_cost_model=True, query_time_scale=0.001,
+                                query_max_execution_seconds=0.25)
     with EmulatorServer(config_emu) as emulator:
         config = write_config(tmp_path, emulator.url, emulator.api_key, emulator.project_id, anchor_date="2020-01-01", events_page_size=50_000)
 

@@ -64,7 +64,10 @@ def test_given_posthog_limits_scaled_60x_when_a_sync_of_hundreds_of_requests_run
     files = workspace(emulator)
     config = files.config(anchor_date=anchor, events_page_size=1000)
 
-    result = run_sync(config, files.catalog(ALL_STREAMS), env={**SUBPROCESS_ENV, seams.RATE_LIMIT_SCALE_ENV: str(RATE_SCALE)})
+    # Every endpoint class, but not the HogQL streams that read whole tables (sessions, persons,
+    # cohort membership): over 260,000 events they add a quarter-million records and a few requests.
+    streams = [stream for stream in ALL_STREAMS if stream not in ("sessions", "persons", "cohort_membership")]
+    result = run_sync(config, files.catalog(streams), env={**SUBPROCESS_ENV, seams.RATE_LIMIT_SCALE_ENV: str(RATE_SCALE)})
 
     assert result.returncode == 0, error_messages(result)
     log = emulator.requests()
@@ -77,7 +80,7 @@ def test_given_posthog_limits_scaled_60x_when_a_sync_of_hundreds_of_requests_run
             assert max_in_window(times, window / RATE_SCALE) <= limit, f"{endpoint_class}: over {limit} per {window / RATE_SCALE:g} s"
     query_times = [entry["t"] for entry in log if entry["endpoint_class"] == "query"]
     assert len(query_times) > CLASS_LIMITS["query"][0][0], "the query class must need more than one window's allowance"
-    assert_union_is_truth([result], emulator.ground_truth())
+    assert_union_is_truth([result], emulator.ground_truth(), streams=streams)
 
 
 # -- Retry-After ---------------------------------------------------------------------------------
