@@ -32,6 +32,9 @@ from tools.emulator import KEYS, EmulatorConfig, EmulatorServer
 from integration_tests.reliability_cases import BAD_CONFIGS, BAD_STATES, MALFORMED_RESPONSES, REMOVE, BadConfig, BadState, MalformedResponse
 
 WORKERS = 4
+# The module fixture runs about 60 commands (each a fresh interpreter loading the CDK): its setup
+# takes ~100 s on 2 cores beside the other test worker, more on a slower machine.
+pytestmark = pytest.mark.timeout(900)
 READ_STREAMS = ("cohorts", "events")  # a configuration stream and the HogQL one
 TRACEBACK = "Traceback (most recent call last)"
 
