@@ -20,7 +20,7 @@ import requests
 
 from tools.emulator import KEYS, PROJECT_ID, EmulatorConfig, EmulatorProcess, EmulatorServer
 from tools.emulator import conditions as cond
-from tools.emulator.data import DataParams
+from tools.emulator.data import SCHEMA_VERSION, DataParams
 from integration_tests.emulator_fidelity.test_emulator import auth
 
 BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0)
@@ -69,7 +69,7 @@ def test_defaults_are_off_and_the_cache_key_is_unchanged():
     # the cache name is a function of (schema, events, seed, base_time, span) only
     fixed = datetime(2024, 7, 1, tzinfo=timezone.utc)
     assert DataParams(10_000, 1, fixed, 30.0).cache_name() == "posthog-emu-" + hashlib.sha1(
-        b"v5|10000|1|2024-07-01 00:00:00.000000|30.0").hexdigest()[:20] + ".sqlite"
+        f"v{SCHEMA_VERSION}|10000|1|2024-07-01 00:00:00.000000|30.0".encode()).hexdigest()[:20] + ".sqlite"
 
 
 def test_defaults_add_no_headers_or_delay(make_emu):

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -384,6 +385,20 @@ def test_persons_created_at_is_milliseconds_in_hogql_and_rest(emu, make_emu):
     new = e.mutate(new_persons=3)["persons"]["new"]
     rows = ok(hog(e, "SELECT id, created_at FROM persons WHERE id IN (" + ", ".join(f"'{p}'" for p in new) + ")"))["results"]
     assert len(rows) == 3 and all(dt(r[1]).microsecond % 1000 == 0 for r in rows)
+
+
+def test_a_persons_id_is_the_uuid5_postHogs_ingestion_derives_from_its_first_distinct_id(emu, make_emu):
+    # uuidFromDistinctId(team, distinct_id) = uuid5(PERSON_UUIDV5_NAMESPACE, "team:distinct_id"): a
+    # merged-away person can be named from the distinct ids that moved (docs/posthog-api.md § 20.3).
+    namespace = uuid.UUID("932979b4-65c3-4424-8467-0b66ec27bc22")
+    e = make_emu(events=100, seed=26, base_time=BASE)
+    new = set(e.mutate(new_persons=3)["persons"]["new"])
+    for server in (emu, e):
+        rows = ok(hog(server, "SELECT person_id, distinct_id FROM person_distinct_ids LIMIT 10000"))["results"]
+        persons = {str(r[0]) for r in rows}
+        derived = {str(r[0]) for r in rows if str(r[0]) == str(uuid.uuid5(namespace, f"2:{r[1]}"))}
+        assert derived == persons and persons, f"{len(persons - derived)} persons' ids are not derived from a distinct id"
+    assert new <= persons
 
 
 def test_groups_created_at_is_milliseconds_in_the_rest_list(emu):

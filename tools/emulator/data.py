@@ -44,7 +44,8 @@ from . import timeutil as tu
 from .keys import PROJECT_ID, SECOND_PROJECT_ID
 from .resources import Resources
 
-SCHEMA_VERSION = 5  # 4: ClickHouse UUID order indexes, millisecond persons.created_at, cohort membership; 5: events.session_id
+SCHEMA_VERSION = 6  # 4: ClickHouse UUID order indexes, millisecond persons.created_at, cohort membership; 5: events.session_id;
+# 6: persons' ids derived from their first distinct id, as PostHog's ingestion does
 MAX_CACHED_FILES = 6
 _BATCH = 10_000
 
@@ -276,6 +277,16 @@ def _build_templates(seed: int) -> dict[str, list[str]]:
     return templates
 
 
+# PostHog's PERSON_UUIDV5_NAMESPACE (the plugin-server's `uuidFromDistinctId`, and its Python twin
+# beside `MissingPerson`): a person created by ingestion has id uuid5(namespace, "team:distinct_id").
+PERSON_UUIDV5_NAMESPACE = uuid_mod.UUID("932979b4-65c3-4424-8467-0b66ec27bc22")
+
+
+def person_uuid(team_id: int, distinct_id: str) -> str:
+    """The id PostHog's ingestion gives a person first seen with ``distinct_id`` (``uuidFromDistinctId``)."""
+    return str(uuid_mod.uuid5(PERSON_UUIDV5_NAMESPACE, f"{team_id}:{distinct_id}"))
+
+
 def uuid7_text(ms: int, rand74: int) -> str:
     """A UUIDv7-shaped string: 48-bit millisecond timestamp, version 7, variant 10, 74 random bits."""
     ra, rb = rand74 >> 62, rand74 & ((1 << 62) - 1)
@@ -355,11 +366,14 @@ def _person_rows(rng: random.Random, team_id: int, n: int, first_pk: int, base_u
     prefix = "user" if team_id == PROJECT_ID else f"p{team_id}_user"
     seen: set[str] = set()
     for i, c_us in enumerate(created):
-        pid = uuid7_text(c_us // 1000, rng.getrandbits(74))
-        while pid in seen:
-            pid = uuid7_text(c_us // 1000, rng.getrandbits(74))
-        seen.add(pid)
+        rng.getrandbits(74)  # drawn as before ids were derived, so the rest of the dataset is unchanged
         device = uuid7_text(c_us // 1000 - 1, rng.getrandbits(74))
+        while device in seen:
+            device = uuid7_text(c_us // 1000 - 1, rng.getrandbits(74))
+        seen.add(device)
+        # The person was created by its first (anonymous) event, so its id is PostHog's ingestion's
+        # uuidFromDistinctId(team, device) (see person_uuid); identifying adds the user's id later.
+        pid = person_uuid(team_id, device)
         identified = rng.random() < 0.6
         env = _ENV[rng.randrange(len(_ENV))]
         geo = _GEO[rng.randrange(len(_GEO))]
