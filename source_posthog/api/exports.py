@@ -135,9 +135,9 @@ class Window:
     def started(self, run_id: str) -> "Window":
         return replace(self, run_id=run_id, files_done=0, attempts=self.attempts + 1)
 
-    def again(self) -> "Window":
-        """The same interval, for a new run."""
-        return replace(self, run_id=None, files_done=0)
+    def again(self, attempts: Optional[int] = None) -> "Window":
+        """The same interval, for a new run (`attempts` restarts the count, for a later sync)."""
+        return replace(self, run_id=None, files_done=0, attempts=self.attempts if attempts is None else attempts)
 
 
 class InvalidExportState(ValueError):
@@ -153,7 +153,7 @@ class ExportState:
     windows: Tuple[Window, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
-        return {STATE_MARK: STATE_MODE, "through": utc_iso(self.through), "windows": [window.to_dict() for window in self.windows if window.run_id]}
+        return {STATE_MARK: STATE_MODE, "through": utc_iso(self.through), "windows": [window.to_dict() for window in self.windows]}
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> "ExportState":
@@ -161,7 +161,8 @@ class ExportState:
             raise InvalidExportState(f"'{STATE_MARK}' is {value.get(STATE_MARK)!r}, not {STATE_MODE!r}")
         through = _moment(value, "through")
         windows = []
-        raw = value.get("windows") or []
+        raw = value.get("windows")
+        raw = [] if raw is None else raw
         if not isinstance(raw, list):
             raise InvalidExportState("'windows' is not a list")
         previous = through
@@ -171,8 +172,8 @@ class ExportState:
             start, end = _moment(item, "start"), _moment(item, "end")
             if start != previous or end <= start or end - start > settings.EXPORT_WINDOW_MAX:
                 raise InvalidExportState(f"the window {utc_iso(start)} to {utc_iso(end)} does not follow {utc_iso(previous)} by at most a week")
-            run_id, files_done, attempts = item.get("run_id"), item.get("files_done", 0), item.get("attempts", 1)
-            if not isinstance(run_id, str) or not run_id or len(run_id) > 64:
+            run_id, files_done, attempts = item.get("run_id"), item.get("files_done", 0), item.get("attempts", 1 if item.get("run_id") else 0)
+            if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > 64):
                 raise InvalidExportState("a window's run_id is not a run id")
             if not isinstance(files_done, int) or isinstance(files_done, bool) or files_done < 0 or not isinstance(attempts, int) or attempts < 0:
                 raise InvalidExportState("a window's files_done or attempts is not a count")

@@ -215,13 +215,21 @@ class ExportReader:
             if run.verdict is Verdict.WAIT:
                 time.sleep(seams.export_poll_seconds())
                 continue
-            if run.verdict is Verdict.AGAIN:
+            if run.verdict is Verdict.AGAIN and head.attempts < settings.EXPORT_RUN_MAX_ATTEMPTS:
                 windows[0] = self._again(head, run)
                 continue
+            if run.verdict is Verdict.AGAIN:
+                self.state = exports.with_window(self.state, head.again(attempts=0))  # a later sync tries again
+                yield self.checkpoint()
+                raise stopped(
+                    f"Stream {self.name}: PostHog's export of project {self.part.project_id} for {utc_iso(head.start)} to {utc_iso(head.end)} "
+                    f"ended {run.status} {head.attempts} times ({run.error or 'no error given'}). Everything before it is checkpointed; "
+                    f"run the sync again later."
+                )
             if run.verdict is Verdict.BILLING:
                 raise stopped(exports.billing_message(self.name, self.part.project_id), FailureType.config_error)
             if run.verdict is Verdict.FAILED:
-                self.state = exports.with_window(self.state, head.again())  # the next sync starts the window anew
+                self.state = exports.with_window(self.state, head.again(attempts=0))  # the next sync starts the window anew
                 yield self.checkpoint()
                 raise stopped(
                     f"Stream {self.name}: PostHog's export of project {self.part.project_id} for {utc_iso(head.start)} to {utc_iso(head.end)} "
@@ -280,13 +288,6 @@ class ExportReader:
             raise stopped(f"Stream {self.name}: PostHog sent an unexpected answer to {where(response)} ({error}); run the sync again.", FailureType.system_error)
 
     def _again(self, window: Window, run: exports.RunStatus) -> Window:
-        if window.attempts >= settings.EXPORT_RUN_MAX_ATTEMPTS:
-            self.state = exports.with_window(self.state, window.again())
-            raise stopped(
-                f"Stream {self.name}: PostHog's export of project {self.part.project_id} for {utc_iso(window.start)} to {utc_iso(window.end)} "
-                f"ended {run.status} {window.attempts} times ({run.error or 'no error given'}). Everything before it is checkpointed; "
-                f"run the sync again later."
-            )
         logger.info(
             f"Stream {self.name}, project {self.part.project_id}: export run {window.run_id} ended {run.status}"
             f"{f' ({run.error})' if run.error else ''}; PostHog may succeed on a new run, starting attempt {window.attempts + 1} "
