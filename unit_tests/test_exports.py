@@ -211,3 +211,43 @@ class TestConfig:
         with pytest.raises(ConfigError) as error:
             parse_config({**self.BASE, "export_mode": value})
         assert error.value.field == "export_mode" and "'hogql'" in error.value.message and "billed per exported row" in error.value.message
+
+
+class TestGzipLines:
+    """streams/exported.py `gzip_lines`: PostHog's JSON lines exports in gzip, one member per line."""
+
+    LINES = [orjson_line for orjson_line in (b'{"n":%d,"pad":"%s"}' % (n, b"x" * (n % 97)) for n in range(3000))]
+
+    @staticmethod
+    def chunks(data: bytes, rng: random.Random):
+        position = 0
+        while position < len(data):
+            size = rng.choice((1, 7, 100, 4096, 16384, 100_000))
+            yield data[position:position + size]
+            position += size
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_given_one_member_per_line_in_chunks_of_any_size_then_every_line_once_in_order(self, seed: int) -> None:
+        import gzip
+
+        from source_posthog.streams.exported import gzip_lines
+
+        data = b"".join(gzip.compress(line + b"\n") for line in self.LINES)
+        assert list(gzip_lines(self.chunks(data, random.Random(seed)))) == self.LINES
+
+    def test_given_one_member_for_the_whole_file_then_the_same_lines(self) -> None:
+        import gzip
+
+        from source_posthog.streams.exported import gzip_lines
+
+        data = gzip.compress(b"\n".join(self.LINES))  # no newline after the last line
+        assert list(gzip_lines(self.chunks(data, random.Random(9)))) == self.LINES
+
+    def test_given_a_stream_cut_inside_a_member_then_eof_error_not_a_short_file(self) -> None:
+        import gzip
+
+        from source_posthog.streams.exported import gzip_lines
+
+        data = b"".join(gzip.compress(line + b"\n") for line in self.LINES[:10])
+        with pytest.raises(EOFError):
+            list(gzip_lines(iter([data[:-5]])))
