@@ -102,4 +102,4 @@ EXPORT_FILE_MAX_SIZE_MB = 256
 EXPORT_DOWNLOAD_MAX_ATTEMPTS = 4
 # Persons are grouped per person across a run's files (one line per distinct id, in no order):
 # up to this many lines in memory, beyond that in hash buckets on disk.
-EXPORT_PERSONS_LINES_IN_MEMORY = 100_000
+EXPORT_PERSONS_LINES_IN_MEMORY = 25_000

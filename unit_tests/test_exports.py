@@ -251,3 +251,11 @@ class TestGzipLines:
         data = b"".join(gzip.compress(line + b"\n") for line in self.LINES[:10])
         with pytest.raises(EOFError):
             list(gzip_lines(iter([data[:-5]])))
+
+
+def test_given_is_deleted_as_clickhouses_uint8_then_the_person_is_deleted_all_the_same() -> None:
+    persons: dict = {}
+    for deleted in (0, 1):
+        exports.add_person_line(persons, {"distinct_id": f"d{deleted}", "person_id": "p", "properties": {}, "created_at": "2024-01-01T00:00:00+00:00",
+                                          "_inserted_at": "2024-06-01T00:00:00+00:00", "is_deleted": deleted})
+    assert exports.person_record("p", persons["p"])["_ab_cdc_deleted_at"] == "2024-06-01T00:00:00.000000Z"

@@ -289,7 +289,7 @@ def session_record(line: Dict[str, Any]) -> Dict[str, Any]:
     return record
 
 
-@dataclass
+@dataclass(slots=True)
 class PersonLines:
     """The lines of one person in one run (one per distinct id)."""
 
@@ -300,14 +300,16 @@ class PersonLines:
 
 
 def add_person_line(persons: Dict[str, PersonLines], line: Dict[str, Any]) -> None:
-    person_id = str(line["person_id"])
-    changed = line.get("_inserted_at") or ""
+    """Runs once per line of a persons export: kept lean."""
+    person_id = line["person_id"]
+    changed = line["_inserted_at"] or ""
     held = persons.get(person_id)
     if held is None:
-        persons[person_id] = PersonLines(line, [line["distinct_id"]], changed, bool(line.get("is_deleted")))
+        persons[person_id] = PersonLines(line, [line["distinct_id"]], changed, bool(line["is_deleted"]))  # ClickHouse's UInt8 or a bool
         return
     held.distinct_ids.append(line["distinct_id"])
-    held.deleted = held.deleted or bool(line.get("is_deleted"))
+    if line["is_deleted"]:
+        held.deleted = True
     if changed > held.changed_at:  # the same format on every line: the string order is the time order
         held.changed_at = changed
 

@@ -104,7 +104,7 @@ def run_mode(emulator: EmulatorProcess, work: Path, mode: str, streams: Sequence
         done = threading.Event()
 
         def watch() -> None:  # the connector's own process (the console script is the Python process)
-            while not done.wait(0.2):
+            while not done.wait(0.05):
                 peak[0] = max(peak[0], vm_hwm_kb(process.pid))
 
         watcher = threading.Thread(target=watch, daemon=True)
