@@ -236,17 +236,15 @@ EVENT_FIELDS = ("uuid", "event", "timestamp", "distinct_id", "properties", "elem
 
 
 def event_record(line: Dict[str, Any]) -> Dict[str, Any]:
-    """An events line (`s3_default_fields`) → the HogQL path's events record."""
-    return {
-        "uuid": line["uuid"],
-        "event": line.get("event"),
-        "timestamp": utc(line["timestamp"]),
-        "distinct_id": line.get("distinct_id"),
-        "properties": line.get("properties") if line.get("properties") is not None else {},
-        "elements_chain": line.get("elements_chain"),
-        "person_id": line.get("person_id"),
-        "created_at": utc(line.get("created_at")),
-    }
+    """An events line (`s3_default_fields`) → the HogQL path's events record, in place (this runs
+    once per event: no new dict)."""
+    line.pop("_inserted_at", None)
+    line.pop("person_properties", None)
+    line["timestamp"] = utc(line["timestamp"])
+    line["created_at"] = utc(line.get("created_at"))
+    if line.get("properties") is None:
+        line["properties"] = {}
+    return line
 
 
 # The sessions model's columns (`SELECT_FROM_SESSIONS_HOGQL`) and the HogQL sessions table's names.

@@ -298,12 +298,13 @@ class ExportReader:
     def deliver_lines(self, window: Window, run: exports.RunStatus, record_of: Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]) -> Iterator[AirbyteMessage]:
         """Events and sessions: each line is a record; a checkpoint after every file."""
         part = self.part
+        loads, record = orjson.loads, part.record
         for index in range(window.files_done, len(run.files)):
-            loads = orjson.loads
+            emitted_at = int(time.time() * 1000)
             for line in self.lines(window, run.files[index]):
-                record = record_of(loads(line))
-                if record is not None:
-                    yield part.record(record)
+                data = record_of(loads(line))
+                if data is not None:
+                    yield record(data, emitted_at)
             window = replace(window, files_done=index + 1)
             self.state = exports.with_window(self.state, window)
             yield self.checkpoint()
