@@ -322,3 +322,15 @@ def test_given_a_window_whose_runs_keep_failing_retryably_when_synced_then_the_s
     second = in_process.read(cfg, cat, state=ws.state(first.states, name="after_terminated.json"))
     assert second.returncode == 0, error_messages(second)
     assert set(first.keys("events")) | set(second.keys("events")) == set(emulator.ground_truth("events"))
+
+
+def test_given_file_download_and_a_key_without_batch_export_scopes_when_checked_then_check_succeeds_and_warns_that_syncs_use_hogql(
+    start_emulator: Any, tmp_path: Path
+) -> None:
+    emulator = start_emulator(events=200, seed=52, exports=FAST)
+    checked = run_sync(config(tmp_path, emulator, key=KEYS["no_batch_exports"]), command="check", env=ENV)
+    assert checked.returncode == 0 and b'"status":"SUCCEEDED"' in checked.stdout.replace(b" ", b"")
+    warned = [line for line in checked.logs if line.startswith("export_mode file_download:")]
+    assert len(warned) == 1 and "'batch_export:write'" in warned[0] and "over HogQL" in warned[0]
+    allowed = run_sync(config(tmp_path, emulator), command="check", env=ENV)
+    assert allowed.returncode == 0 and not [line for line in allowed.logs if line.startswith("export_mode file_download:")]
