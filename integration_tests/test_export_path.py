@@ -32,7 +32,7 @@ from source_posthog import seams, settings
 from source_posthog.api.hogql import SESSION_COLUMNS
 from source_posthog.streams.exported import ExportReader
 from tools.connector import SyncResult, run_sync, write_config, write_state
-from tools.emulator import KEYS
+from tools.emulator import KEYS, FaultConfig
 from tools.emulator.exports import ExportSettings
 
 POLL_SECONDS = "0.05"
@@ -252,7 +252,7 @@ def test_given_kills_at_random_moments_when_each_sync_resumes_from_the_last_stat
     start_emulator: Any, tmp_path: Path
 ) -> None:
     emulator = start_emulator(events=6_000, seed=48, exports=FAST)
-    cfg, cat = config(tmp_path, emulator), catalog(tmp_path, ["events", "sessions"])
+    cfg, cat = config(tmp_path, emulator), catalog(tmp_path, ["persons", "sessions", "events"])
     rng = random.Random(11)
     runs: List[SyncResult] = []
     states: Dict[str, Mapping[str, Any]] = {}
@@ -271,6 +271,7 @@ def test_given_kills_at_random_moments_when_each_sync_resumes_from_the_last_stat
     assert kills == 4
     assert set().union(*(result.keys("events") for result in runs)) == set(emulator.ground_truth("events"))
     assert set().union(*(result.keys("sessions") for result in runs)) == set(emulator.ground_truth("sessions"))
+    assert set().union(*(result.keys("persons") for result in runs)) == set(emulator.ground_truth("persons"))
     again = {window: count for window, count in runs_per_window(emulator).items() if count > 1}
     assert not again, f"windows whose run was started twice: {again}"
     assert connector_queries(emulator) == []
@@ -334,3 +335,18 @@ def test_given_file_download_and_a_key_without_batch_export_scopes_when_checked_
     assert len(warned) == 1 and "'batch_export:write'" in warned[0] and "over HogQL" in warned[0]
     allowed = run_sync(config(tmp_path, emulator), command="check", env=ENV)
     assert allowed.returncode == 0 and not [line for line in allowed.logs if line.startswith("export_mode file_download:")]
+
+
+def test_given_server_errors_resets_and_429s_on_the_export_endpoints_when_synced_then_the_http_policy_retries_them_and_nothing_is_lost(
+    start_emulator: Any, workspace: Any, in_process: Any
+) -> None:
+    emulator = start_emulator(events=2_000, seed=53, exports=FAST)
+    emulator.set_faults(FaultConfig({"500": 0.08, "502": 0.04, "reset": 0.04, "429": 0.04}, seed=5))
+    ws = workspace(emulator)
+    result = in_process.read(config(ws.directory, emulator), catalog(ws.directory, ["events", "persons"]))
+
+    assert result.returncode == 0, error_messages(result)
+    assert sorted(result.keys("events")) == sorted(emulator.ground_truth("events"))
+    assert set(result.keys("persons")) == set(emulator.ground_truth("persons"))
+    faulted = [entry for entry in emulator.requests() if entry.get("fault") and "file_download_batch_exports" in entry["path"]]
+    assert faulted and len(in_process.backoffs) >= len(faulted), "every fault on the export API waited in the HTTP policy"
