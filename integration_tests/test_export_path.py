@@ -350,3 +350,28 @@ def test_given_server_errors_resets_and_429s_on_the_export_endpoints_when_synced
     assert set(result.keys("persons")) == set(emulator.ground_truth("persons"))
     faulted = [entry for entry in emulator.requests() if entry.get("fault") and "file_download_batch_exports" in entry["path"]]
     assert faulted and len(in_process.backoffs) >= len(faulted), "every fault on the export API waited in the HTTP policy"
+
+
+def test_given_files_past_their_lifecycle_when_downloaded_then_the_window_is_exported_again_and_nothing_is_lost(
+    start_emulator: Any, workspace: Any, in_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = start_emulator(events=1_500, seed=54, exports=FAST)
+    link = ExportReader._link
+    expired: List[str] = []
+
+    def link_whose_files_expire_once(reader: ExportReader, window: Any, file_id: str) -> str:
+        location = link(reader, window, file_id)
+        if not expired:  # the object is removed by the bucket's lifecycle before the fetch
+            emulator.expire_export_files(window.run_id)
+            expired.append(window.run_id)
+        return location
+
+    monkeypatch.setattr(ExportReader, "_link", link_whose_files_expire_once)
+    ws = workspace(emulator)
+    result = in_process.read(config(ws.directory, emulator), catalog(ws.directory, ["events"]))
+
+    assert result.returncode == 0, error_messages(result)
+    assert set(result.keys("events")) == set(emulator.ground_truth("events"))
+    (window,) = [window for window, count in runs_per_window(emulator).items() if count > 1]
+    assert runs_per_window(emulator)[window] == 2, "the window whose files expired is exported once more"
+    assert [entry["error_code"] for entry in emulator.object_store_requests() if entry["status"] == 403] == ["AccessDenied"]

@@ -321,8 +321,8 @@ class ExportReader:
                 with object_store_session() as session, session.get(location, stream=True, timeout=(settings.CONNECT_TIMEOUT_SECONDS, self.part.config.request_timeout_seconds), allow_redirects=False) as response:
                     if response.status_code != 200:
                         problem = object_store_problem(response)
-                        if response.status_code >= 500 or "expired" in problem.lower():
-                            raise DownloadFailed(problem)
+                        if response.status_code >= 500 or "expired" in problem.lower() or "AccessDenied" in problem:
+                            raise DownloadFailed(problem)  # a new link; PostHog says there if the files are gone
                         raise stopped(
                             f"Stream {self.name}: the object store refused the download of a file of export run {window.run_id} ({problem}). "
                             f"Run the sync again; report it if it persists.",
