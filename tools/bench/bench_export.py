@@ -143,7 +143,8 @@ def duration(seconds: float) -> str:
 
 def backfill_model(runs: Dict[str, Run], events: int) -> List[str]:
     """100M events from the measured per-event figures; the assumptions are printed with it."""
-    lines = [f"Modeled backfill of {MODEL_EVENTS:,} events over a year, from the {events:,}-event run (events stream figures):", ""]
+    lines = [f"Modeled backfill of {MODEL_EVENTS:,} events over a year, from the {events:,}-event run (queries: the events stream's; "
+             f"CPU per record: over every stream read):", ""]
     hogql, export = runs.get("hogql"), runs.get("file_download")
     if hogql:
         queries = hogql.queries.get("events", 0) * MODEL_EVENTS / events
