@@ -259,3 +259,48 @@ def test_given_is_deleted_as_clickhouses_uint8_then_the_person_is_deleted_all_th
         exports.add_person_line(persons, {"distinct_id": f"d{deleted}", "person_id": "p", "properties": {}, "created_at": "2024-01-01T00:00:00+00:00",
                                           "_inserted_at": "2024-06-01T00:00:00+00:00", "is_deleted": deleted})
     assert exports.person_record("p", persons["p"])["_ab_cdc_deleted_at"] == "2024-06-01T00:00:00.000000Z"
+
+
+class TestMergedAway:
+    """A merged-away person has no line in PostHog's persons export; its distinct ids appear, moved
+    (`person_distinct_id_version` ≥ 1), under the survivor. PostHog's ingestion gives a person the
+    UUID of uuid5("{team_id}:{distinct_id}") of the distinct id it was created with (nodejs
+    `uuidFromDistinctId`), which names the person the merge deleted."""
+
+    @staticmethod
+    def line(distinct_id: str, person_id: str, version: int = 0, deleted: bool = False) -> dict:
+        return {"team_id": 2, "distinct_id": distinct_id, "person_id": person_id, "properties": {"email": "a@b.c"}, "person_distinct_id_version": version,
+                "person_version": 1, "created_at": "2024-01-01T00:00:00+00:00", "_inserted_at": "2024-06-01T10:00:00+00:00", "is_deleted": deleted}
+
+    @staticmethod
+    def records(lines) -> list:
+        from source_posthog.streams.exported import person_records
+
+        persons: dict = {}
+        for line in lines:
+            exports.add_person_line(persons, line)
+        return [record for person_id, held in persons.items() for record in person_records(person_id, held)]
+
+    def test_posthogs_derived_person_uuid(self) -> None:
+        import uuid
+
+        assert exports.PERSON_UUIDV5_NAMESPACE == uuid.UUID("932979b4-65c3-4424-8467-0b66ec27bc22")  # nodejs person-uuid.ts
+        assert str(uuid.uuid5(exports.PERSON_UUIDV5_NAMESPACE, "2:anon-1")) == str(uuid.uuid5(uuid.UUID("932979b4-65c3-4424-8467-0b66ec27bc22"), "2:anon-1"))
+
+    def test_given_a_survivor_with_a_moved_distinct_id_then_the_person_it_came_from_is_delivered_as_a_deletion(self) -> None:
+        import uuid
+
+        survivor = str(uuid.uuid5(exports.PERSON_UUIDV5_NAMESPACE, "2:user@example.com"))
+        gone = str(uuid.uuid5(exports.PERSON_UUIDV5_NAMESPACE, "2:anon-1"))
+        records = self.records([self.line("user@example.com", survivor), self.line("anon-1", survivor, version=1)])
+        assert [record["id"] for record in records] == [survivor, gone]
+        assert records[0]["distinct_ids"] == ["anon-1", "user@example.com"] and records[0]["_ab_cdc_deleted_at"] is None
+        assert records[1]["_ab_cdc_deleted_at"] == records[0]["changed_at"] == "2024-06-01T10:00:00.000000Z" and records[1]["distinct_ids"] == []
+
+    def test_given_no_moved_distinct_id_or_a_deleted_person_or_a_split_then_no_derived_deletion(self) -> None:
+        import uuid
+
+        person = str(uuid.uuid5(exports.PERSON_UUIDV5_NAMESPACE, "2:d1"))
+        assert len(self.records([self.line("d1", person), self.line("d2", person)])) == 1  # version 0: never moved
+        assert len(self.records([self.line("d2", "p-deleted", version=101, deleted=True)])) == 1  # a deletion, not a move
+        assert len(self.records([self.line("d1", person, version=1)])) == 1  # moved to the person derived from it (a split)

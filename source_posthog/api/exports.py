@@ -27,6 +27,7 @@ of starting them twice, and skips the files it delivered.
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -289,12 +290,14 @@ def session_record(line: Dict[str, Any]) -> Dict[str, Any]:
 
 @dataclass(slots=True)
 class PersonLines:
-    """The lines of one person in one run (one per distinct id)."""
+    """The lines of one person in one run (one per distinct id); `moved`: the distinct ids among
+    them that were moved to this person (`person_distinct_id_version` ≥ 1, not deleted)."""
 
     first: Dict[str, Any]
     distinct_ids: List[str]
     changed_at: str
     deleted: bool
+    moved: Optional[List[Tuple[Any, str]]] = None
 
 
 def add_person_line(persons: Dict[str, PersonLines], line: Dict[str, Any]) -> None:
@@ -303,13 +306,15 @@ def add_person_line(persons: Dict[str, PersonLines], line: Dict[str, Any]) -> No
     changed = line["_inserted_at"] or ""
     held = persons.get(person_id)
     if held is None:
-        persons[person_id] = PersonLines(line, [line["distinct_id"]], changed, bool(line["is_deleted"]))  # ClickHouse's UInt8 or a bool
-        return
-    held.distinct_ids.append(line["distinct_id"])
-    if line["is_deleted"]:
-        held.deleted = True
-    if changed > held.changed_at:  # the same format on every line: the string order is the time order
-        held.changed_at = changed
+        held = persons[person_id] = PersonLines(line, [line["distinct_id"]], changed, bool(line["is_deleted"]))  # ClickHouse's UInt8 or a bool
+    else:
+        held.distinct_ids.append(line["distinct_id"])
+        if line["is_deleted"]:
+            held.deleted = True
+        if changed > held.changed_at:  # the same format on every line: the string order is the time order
+            held.changed_at = changed
+    if line.get("person_distinct_id_version") and not line["is_deleted"]:
+        held.moved = (held.moved or []) + [(line.get("team_id"), line["distinct_id"])]
 
 
 def person_record(person_id: str, lines: PersonLines) -> Dict[str, Any]:
@@ -329,4 +334,40 @@ def person_record(person_id: str, lines: PersonLines) -> Dict[str, Any]:
         "last_seen_at": None,
         "changed_at": changed_at,
         "_ab_cdc_deleted_at": changed_at if lines.deleted else None,
+    }
+
+
+# PostHog's ingestion creates a person with a UUID derived from the distinct id it was first seen with
+# (nodejs `uuidFromDistinctId`: uuid5 of "{team_id}:{distinct_id}" in this namespace). Distinct ids
+# move only in a merge, which deletes the person they came from; so when a moved distinct id's derived
+# UUID is not its person now, that UUID is the merged-away person (if ingestion created it: a person
+# created through the API has a random UUID, and its deletion names an id no destination holds).
+PERSON_UUIDV5_NAMESPACE = uuid.UUID("932979b4-65c3-4424-8467-0b66ec27bc22")
+
+
+def merged_away(person_id: str, lines: PersonLines) -> List[str]:
+    """The persons merged into this one that PostHog's export no longer names (it has no line for a
+    merged-away person), derived from the moved distinct ids; empty when nothing moved."""
+    if not lines.moved:
+        return []
+    found = []
+    for team_id, distinct_id in lines.moved:
+        candidate = str(uuid.uuid5(PERSON_UUIDV5_NAMESPACE, f"{team_id}:{distinct_id}"))
+        if candidate != str(person_id).lower() and candidate not in found:
+            found.append(candidate)
+    return found
+
+
+def merged_away_record(person_id: str, into: Dict[str, Any]) -> Dict[str, Any]:
+    """The deletion of a merged-away person, at the change time of the merge (its survivor's record `into`)."""
+    return {
+        "id": person_id,
+        "uuid": person_id,
+        "distinct_ids": [],
+        "properties": {},
+        "is_identified": None,
+        "created_at": None,
+        "last_seen_at": None,
+        "changed_at": into["changed_at"],
+        "_ab_cdc_deleted_at": into["changed_at"],
     }

@@ -431,7 +431,17 @@ def object_store_problem(response: requests.Response) -> str:
 _PERSON_ID = re.compile(rb'"person_id":"([^"\\]+)"')
 
 
-def deliver_persons(reader: ExportReader, window: Window, run: exports.RunStatus, record_of: Callable[[str, exports.PersonLines], Dict[str, Any]]) -> Iterator[AirbyteMessage]:
+def person_records(person_id: str, lines: exports.PersonLines) -> Iterator[Dict[str, Any]]:
+    """The person's record, then the deletion of each person merged into it (`exports.merged_away`)."""
+    record = exports.person_record(person_id, lines)
+    yield record
+    for gone in exports.merged_away(person_id, lines):
+        yield exports.merged_away_record(gone, record)
+
+
+def deliver_persons(
+    reader: ExportReader, window: Window, run: exports.RunStatus, records_of: Callable[[str, exports.PersonLines], Iterator[Dict[str, Any]]] = person_records
+) -> Iterator[AirbyteMessage]:
     """Every person of a Completed run, once, with all its distinct ids. A run of up to
     `EXPORT_PERSONS_LINES_IN_MEMORY` lines is grouped in memory; a larger one is first split by person
     into hash buckets on disk (raw lines, never parsed twice), each grouped in turn. One checkpoint,
@@ -444,7 +454,8 @@ def deliver_persons(reader: ExportReader, window: Window, run: exports.RunStatus
             for line in reader.lines(window, file_id):
                 exports.add_person_line(persons, orjson.loads(line))
         for person_id in list(persons):
-            yield part.record(record_of(person_id, persons.pop(person_id)))
+            for record in records_of(person_id, persons.pop(person_id)):
+                yield part.record(record)
         return
     buckets = max(2, -(-(run.records or limit * 4) // limit))
     directory = tempfile.mkdtemp(prefix="source-posthog-persons-")
@@ -465,7 +476,8 @@ def deliver_persons(reader: ExportReader, window: Window, run: exports.RunStatus
                 for line in file:
                     exports.add_person_line(persons, orjson.loads(line))
             for person_id in list(persons):
-                yield part.record(record_of(person_id, persons.pop(person_id)))
+                for record in records_of(person_id, persons.pop(person_id)):
+                    yield part.record(record)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -28,7 +28,9 @@ exports by change time, one line per distinct id, grouped here per person
 (`exports.person_record`): every distinct id a person has now, so they follow a merge, and
 `_ab_cdc_deleted_at` set for a deleted person, so deduplicating destinations drop it. The cursor
 is `changed_at`. A merged-away person has no line in PostHog's export (its distinct ids appear
-under the survivor): nothing in the export names it, so it is not delivered as a deletion.
+under the survivor, moved): it is delivered as a deletion when its id is the one PostHog's
+ingestion derives from one of those distinct ids (`exports.merged_away`), as for every person
+ingestion creates; a person created through the API with another id is not named anywhere.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class Persons(ExportedStream, PostHogStream):
 
     # -- export_mode file_download (streams/exported.py) -----------------------------------------
     def export_deliver(self, reader: Any, window: Any, run: Any) -> Iterator[AirbyteMessage]:
-        yield from deliver_persons(reader, window, run, exports.person_record)
+        yield from deliver_persons(reader, window, run)
 
     def export_floor(self, part: ProjectRead) -> Any:
         """Persons changed last long before anchor_date are persons all the same: a first read
