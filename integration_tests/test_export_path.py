@@ -229,7 +229,7 @@ def test_given_a_run_that_ends_failed_when_synced_then_the_stream_stops_with_pos
     assert set(first.keys("events")) | set(second.keys("events")) == set(emulator.ground_truth("events"))
 
 
-def test_given_a_billing_failure_when_synced_then_the_error_says_what_the_organization_must_do(start_emulator: Any, workspace: Any, in_process: Any) -> None:
+def test_given_a_billing_failure_when_synced_then_the_error_says_what_the_organization_must_do_and_the_next_sync_exports_the_window_anew(start_emulator: Any, workspace: Any, in_process: Any) -> None:
     emulator = start_emulator(events=500, seed=46, exports=FAST)
     emulator.plan_export_outcomes("FailedBilling", count=1)
     ws = workspace(emulator)
@@ -238,6 +238,10 @@ def test_given_a_billing_failure_when_synced_then_the_error_says_what_the_organi
     assert result.returncode == 1
     (error,) = [error for error in result.errors() if "FailedBilling" in str(error.get("message"))][:1]
     assert error["failure_type"] == "config_error" and "Settings → Billing" in error["message"] and "export_mode" in error["message"]
+    billed = [run["id"] for run in emulator.exports()["runs"] if run["status"] == "FailedBilling"]
+    again = in_process.read(config(ws.directory, emulator), catalog(ws.directory, ["events"]), state=ws.state(result.states, name="after_billing.json"))
+    assert again.returncode == 0, "once billing is fixed, the next sync starts a new run for the window"
+    assert set(result.keys("events")) | set(again.keys("events")) == set(emulator.ground_truth("events")) and billed
 
 
 def test_given_posthogs_limit_of_runs_per_team_when_more_windows_are_due_then_the_429_waits_in_the_http_policy_and_the_sync_completes(

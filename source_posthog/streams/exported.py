@@ -226,6 +226,8 @@ class ExportReader:
                     f"run the sync again later."
                 )
             if run.verdict is Verdict.BILLING:
+                self.state = exports.with_window(self.state, head.again(attempts=0))  # once billing is fixed, a new run
+                yield self.checkpoint()
                 raise stopped(exports.billing_message(self.name, self.part.project_id), FailureType.config_error)
             if run.verdict is Verdict.FAILED:
                 self.state = exports.with_window(self.state, head.again(attempts=0))  # the next sync starts the window anew
