@@ -44,6 +44,12 @@ class PostHogConfig:
     request_timeout_seconds: int
     additional_project_ids: Tuple[int, ...] = ()
     all_projects: bool = False
+    export_mode: str = "hogql"  # EXPORT_MODES: how events, persons and sessions are read
+
+    @property
+    def exports(self) -> bool:
+        """events, persons and sessions are read through PostHog's file-download exports."""
+        return self.export_mode == FILE_DOWNLOAD
 
     @property
     def project_ids(self) -> Tuple[int, ...]:
@@ -142,7 +148,27 @@ def parse_config(config: Mapping[str, Any], now: Optional[pendulum.DateTime] = N
         ),
         additional_project_ids=_additional_project_ids(config.get(ADDITIONAL_PROJECTS_FIELD)),
         all_projects=_boolean(config, ALL_PROJECTS_FIELD),
+        export_mode=_export_mode(config.get(EXPORT_MODE_FIELD)),
     )
+
+
+EXPORT_MODE_FIELD = "export_mode"
+HOGQL, FILE_DOWNLOAD = "hogql", "file_download"
+EXPORT_MODES = (HOGQL, FILE_DOWNLOAD)
+
+
+def _export_mode(value: Any) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return HOGQL
+    mode = value.strip().lower() if isinstance(value, str) else value
+    if mode not in EXPORT_MODES:
+        raise ConfigError(
+            EXPORT_MODE_FIELD,
+            f"must be 'hogql' or 'file_download', got {value!r}.",
+            "Leave it empty for 'hogql' (HogQL queries, today's path), or set 'file_download' to read events, persons and sessions "
+            "through PostHog's file-download exports (billed per exported row; the key needs the batch_export:write scope).",
+        )
+    return mode
 
 
 ADDITIONAL_PROJECTS_FIELD = "additional_project_ids"

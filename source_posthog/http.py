@@ -255,8 +255,10 @@ class PostHogErrorHandler(ErrorHandler):
         self, stream_name: str, scope: str, project_id: int, host: str, bodies: Optional[ResponseBodies] = None, adapts_to_query_timeouts: bool = False,
         usage: Optional[Usage] = None,
         project_field: str = "project_id",
+        accepts_redirect: bool = False,
     ):
         self.usage = usage or Usage()
+        self.accepts_redirect = accepts_redirect  # an export download's 302 to its presigned URL is its answer
         self.adapts_to_query_timeouts = adapts_to_query_timeouts
         self.stream_name = stream_name
         self.scope = scope
@@ -293,6 +295,8 @@ class PostHogErrorHandler(ErrorHandler):
         if response is None:
             return ErrorResolution(ResponseAction.RETRY, FailureType.transient_error, "no response from PostHog")
         outcome = errors.classify(response.status_code)
+        if self.accepts_redirect and 300 <= response.status_code < 400 and response.headers.get("Location"):
+            outcome = Outcome.SUCCESS  # not followed here: the caller fetches the Location without the key
         place = where(response) if response.request is not None else self.stream_name
         if outcome is Outcome.SUCCESS:
             cut_short = self.bodies.read(response)
@@ -445,6 +449,7 @@ class PostHogClient:
         cancelled: Optional[threading.Event] = None,
         usage: Optional[Usage] = None,
         project_field: str = "project_id",
+        accepts_redirect: bool = False,
     ):
         self.bodies = ResponseBodies(permit)
         self.read_timeout_seconds = read_timeout_seconds
@@ -453,7 +458,9 @@ class PostHogClient:
         self.http = HttpClient(
             name=stream,
             logger=logger,
-            error_handler=PostHogErrorHandler(stream, scope, project_id, host, self.bodies, adapts_to_query_timeouts, self.usage, project_field),
+            error_handler=PostHogErrorHandler(
+                stream, scope, project_id, host, self.bodies, adapts_to_query_timeouts, self.usage, project_field, accepts_redirect
+            ),
             backoff_strategy=PostHogBackoffStrategy(stream, bodies=self.bodies, cancelled=cancelled, usage=self.usage),
             api_budget=budget,
             authenticator=TokenAuthenticator(api_key),
@@ -495,6 +502,7 @@ class Clients:
         cancelled: Optional[threading.Event] = None,
         read_timeout_seconds: Optional[int] = None,
         usage: Optional[Usage] = None,
+        accepts_redirect: bool = False,
     ) -> PostHogClient:
         config = self.config
         field = "project_id" if project_id == config.project_id else "additional_project_ids" if project_id in config.additional_project_ids else "all_projects"
@@ -511,5 +519,6 @@ class Clients:
             cancelled,
             usage,
             field,
+            accepts_redirect,
         )
         return client

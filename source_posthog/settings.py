@@ -82,3 +82,24 @@ RATE_LIMITS = {
     "analytics": (240, 1200),
     "query": (240, 2400),
 }
+
+# -- File-download exports (export_mode file_download: source_posthog/api/exports.py) ----------------
+# PostHog refuses an interval longer than a week (FILE_DOWNLOAD_MAX_RANGE, docs/posthog-api.md § 20.4).
+EXPORT_WINDOW_MAX = timedelta(days=7)
+# PostHog runs at most 20 file-download exports at once per team (its docs' figure for
+# BATCH_EXPORT_MAX_CONCURRENT_ON_DEMAND_PER_TEAM); a 21st answers 429 too_many_concurrent_file_downloads.
+# One stream keeps at most this many in flight, leaving the rest to the team's other users.
+EXPORT_RUNS_IN_FLIGHT = 5
+# A run is Starting for seconds, waits a minute past its interval's end, then queries and uploads.
+EXPORT_POLL_SECONDS = 5.0
+# A run that ends FailedRetryable, TimedOut, Terminated or Cancelled is started again, at most this
+# many times per window, before the sync stops (resumably) naming the status.
+EXPORT_RUN_MAX_ATTEMPTS = 3
+# Files of at most this size (MiB, compressed); PostHog's default is 1024.
+EXPORT_FILE_MAX_SIZE_MB = 256
+# A fetch from the object store that fails (a reset, a 5xx, an expired link) is retried through a
+# new link from PostHog at most this many times per file.
+EXPORT_DOWNLOAD_MAX_ATTEMPTS = 4
+# Persons are grouped per person across a run's files (one line per distinct id, in no order):
+# up to this many lines in memory, beyond that in hash buckets on disk.
+EXPORT_PERSONS_LINES_IN_MEMORY = 25_000

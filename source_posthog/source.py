@@ -31,7 +31,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from airbyte_cdk.sources.utils.casing import camel_to_snake
 
 from source_posthog import settings
-from source_posthog.api import envelopes, scopes
+from source_posthog.api import envelopes, exports, scopes
 from source_posthog.cdk_internals import CDK_SUMMARY_PREFIX, install_log_filters
 from source_posthog.config import ConfigError, PostHogConfig, config_warnings, parse_config, validate_against_spec
 from source_posthog.http import ClientError, Clients, RetriesExhausted, build_api_budget
@@ -109,6 +109,13 @@ class SourcePosthog(AbstractSource):
             logger.info(f"all_projects: the key lists {len(listed)} project(s): {', '.join(map(str, listed)) or 'none'}.")
         for stream, message in self.unreadable_streams(config).items():
             logger.warning(f"Stream {stream} cannot be synced with this key and is left out of discover: {message}")
+        if posthog.exports:
+            granted = self._granted_scopes(posthog)
+            if granted is not None and not scopes.covers(granted, exports.WRITE_SCOPE):
+                logger.warning(
+                    f"export_mode file_download: the API key lacks the '{exports.WRITE_SCOPE}' scope (it has: {', '.join(granted)}), so a sync "
+                    f"reads events, persons and sessions over HogQL instead. Give the key '{exports.WRITE_SCOPE}' to read them through PostHog's exports."
+                )
         return True, None
 
     def unreadable_streams(self, config: Mapping[str, Any]) -> Dict[str, str]:

@@ -316,3 +316,33 @@ def test_the_cdk_logs_finished_syncing_after_each_stream_and_after_the_sync() ->
     source = inspect.getsource(abstract_source.AbstractSource.read)
     assert f'logger.info(f"{cdk_internals.CDK_STREAM_FINISHED}{{configured_stream.stream.name}}")' in source
     assert f'logger.info(f"{cdk_internals.CDK_STREAM_FINISHED}{{self.name}}")' in source
+
+
+# -- what export_mode file_download relies on (public API, pinned all the same) ----------------------
+
+
+def test_the_cdks_http_client_hands_back_a_302_it_was_told_is_success_without_following_it() -> None:
+    """streams/exported.py: PostHog's export download answers 302 to a presigned URL on another host;
+    the client (allow_redirects=False) must return it, so the Location is fetched without the key."""
+    import requests_mock
+
+    from source_posthog.config import parse_config
+    from source_posthog.http import Clients, build_api_budget
+
+    clients = Clients(parse_config({"api_key": "phx_abc", "project_id": 2, "host": "http://127.0.0.1:1"}), build_api_budget())
+    url = "http://127.0.0.1:1/api/projects/2/file_download_batch_exports/r/download/f/"
+    with requests_mock.Mocker() as mocker:
+        mocker.get(url, status_code=302, headers={"Location": "https://store.example/key?X-Amz-Signature=s"})
+        response, body = clients.client("events", "batch_export:read", 2, accepts_redirect=True).get(url)
+    assert (response.status_code, response.headers["Location"], body) == (302, "https://store.example/key?X-Amz-Signature=s", b"")
+    assert len(mocker.request_history) == 1, "not followed"
+
+
+def test_a_stream_whose_cursor_field_is_a_property_is_discovered_incremental_only_when_it_names_one() -> None:
+    """streams/persons.py: persons are incremental with export_mode file_download only."""
+    source = SourcePosthog()
+    for mode, modes in (("hogql", [SyncMode.full_refresh]), ("file_download", [SyncMode.full_refresh, SyncMode.incremental])):
+        (persons,) = [stream for stream in source.streams({"api_key": "phx_abc", "project_id": 2, "export_mode": mode}) if stream.name == "persons"]
+        airbyte_stream = persons.as_airbyte_stream()
+        assert airbyte_stream.supported_sync_modes == modes
+        assert airbyte_stream.default_cursor_field == (["changed_at"] if mode == "file_download" else None)

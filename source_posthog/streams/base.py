@@ -97,6 +97,7 @@ class SyncContext:
     clients: Clients
     projects: Tuple[int, ...]
     reads: List["ProjectRead"] = field(default_factory=list)
+    decisions: Dict[str, Any] = field(default_factory=dict)  # made once a sync for every stream (may exports be started?)
 
 
 class ProjectRead:

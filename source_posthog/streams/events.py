@@ -1,4 +1,5 @@
-"""`events`: a lossless HogQL keyset export, planned by `source_posthog/api/events_plan.py`.
+"""`events`: a lossless HogQL keyset export, planned by `source_posthog/api/events_plan.py`; with
+`export_mode: file_download`, PostHog's file-download exports by insert time (`streams/exported.py`).
 
 Why not `GET /events/`: it is deprecated, caps pages at 1000 rows, and its strict `after` /
 `before` bounds skip events that share a timestamp at a page edge (docs/posthog-api.md § 3.3).
@@ -20,22 +21,44 @@ import requests
 from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, Type
 
 from source_posthog import seams
+from source_posthog.api import exports
 from source_posthog.api.envelopes import MalformedBody, decode_body, hogql_records
 from source_posthog.api.events_plan import CountQuery, EventsPlan, EventsState, InvalidEventsState, MinuteCountQuery, Page, PageQuery, QueryTooSlow, parse_position
 from source_posthog.api.hogql import query_body
 from source_posthog.http import PostHogClient, error_detail, is_query_timeout
 from source_posthog.state import StateError, not_in_future
+from source_posthog.api.timestamps import utc_iso
+from source_posthog.streams.exported import ExportedStream
 from source_posthog.streams.base import IncrementalStream, ProjectRead, malformed_response, time_counts, too_slow, where
 from source_posthog.streams.query_lanes import Answer, QueryLanes
 
 QUERY_NAMES = {PageQuery: "airbyte_source_posthog_events", CountQuery: "airbyte_source_posthog_events_counts", MinuteCountQuery: "airbyte_source_posthog_events_counts"}
 
 
-class Events(IncrementalStream):
+class Events(ExportedStream, IncrementalStream):
     resource = "query"
     scope = "query:read"
     primary_key = "uuid"
     cursor_field = "timestamp"
+    export_model = "events"
+
+    # -- export_mode file_download (streams/exported.py) -----------------------------------------
+    def export_record(self, line: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+        """An export line as the HogQL path's record; an event older than anchor_date (ingested
+        after it) is left out, as over HogQL."""
+        record = exports.event_record(line)
+        if self._anchor_iso is None:
+            self._anchor_iso = utc_iso(self.config.anchor_date)  # the same text form as the record's: compared as strings
+        return record if record["timestamp"] >= self._anchor_iso else None
+
+    _anchor_iso: Optional[str] = None
+
+    def export_start_after_hogql(self, part: ProjectRead, value: Mapping[str, Any]) -> Any:
+        """Every event not yet delivered over HogQL was ingested after the earlier of its cursor and
+        its ingestion watermark, less the visibility tolerance."""
+        state = self._parse(part.project_id, value)
+        through = min(state.position.timestamp, state.ingested_through or state.position.timestamp)
+        return through - timedelta(minutes=self.config.events_visibility_tolerance_minutes)
 
     # -- state -------------------------------------------------------------------------------
     def parse_state(self, project_id: int, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
@@ -56,7 +79,7 @@ class Events(IncrementalStream):
         return {**state.to_dict(), "project_id": project_id}
 
     # -- the read of one project: ask the plan, send, read, tell the plan, checkpoint ----------
-    def read_project(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
+    def read_over_hogql(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
         incremental = part.incremental
         plan = EventsPlan.begin(
             state=self._parse(part.project_id, part.resume) if incremental and part.resume else None,

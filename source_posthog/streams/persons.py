@@ -22,6 +22,15 @@ Two readers, chosen once before the first page (`Persons.reader_for`): `PersonsO
 one-row query answers 403 naming it), with one WARN line saying so. Both checkpoint after every
 page (`{"after": id, "project_id": …}` or the REST list's `{"next": path}`), and a killed sync
 resumes from it with the same reader.
+
+With `export_mode: file_download` persons are incremental (`streams/exported.py`): PostHog's persons
+exports by change time, one line per distinct id, grouped here per person
+(`exports.person_record`): every distinct id a person has now, so they follow a merge, and
+`_ab_cdc_deleted_at` set for a deleted person, so deduplicating destinations drop it. The cursor
+is `changed_at`. A merged-away person has no line in PostHog's export (its distinct ids appear
+under the survivor, moved): it is delivered as a deletion when its id is the one PostHog's
+ingestion derives from one of those distinct ids (`exports.merged_away`), as for every person
+ingestion creates; a person created through the API with another id is not named anywhere.
 """
 
 from __future__ import annotations
@@ -34,22 +43,51 @@ import orjson
 from airbyte_cdk.models import AirbyteMessage
 
 from source_posthog import settings
-from source_posthog.api import scopes
+from source_posthog.api import exports, scopes
+from source_posthog.api.timestamps import parse_timestamp
 from source_posthog.api.hogql import PERSON_LAST_SEEN_COLUMN, person_distinct_ids_query, persons_count_query, persons_page_query, query_body
 from source_posthog.api.timestamps import to_utc_iso
 from source_posthog.cdk_internals import FULL_REFRESH_COMPLETE
 from source_posthog.http import ClientError, RetriesExhausted
 from source_posthog.state import StateError, require_mapping
 from source_posthog.streams.base import PostHogStream, ProjectRead, malformed_response
+from source_posthog.streams.exported import ExportedStream, deliver_persons
 
 QUERY_SCOPE = "query:read"
 REST_SCOPE = "person:read"
 FIELDS = ("id", "uuid", "distinct_ids", "properties", "is_identified", "created_at", "last_seen_at")
 
 
-class Persons(PostHogStream):
+EXPORT_CURSOR = "changed_at"
+
+
+class Persons(ExportedStream, PostHogStream):
     resource = "persons"
     scope = QUERY_SCOPE
+    export_model = "persons"
+
+    @property
+    def cursor_field(self) -> Any:  # type: ignore[override]
+        """Incremental through exports only: HogQL exposes no change time of persons (docs/posthog-api.md § 20.3)."""
+        return EXPORT_CURSOR if self.config.exports else []
+
+    # -- export_mode file_download (streams/exported.py) -----------------------------------------
+    def export_deliver(self, reader: Any, window: Any, run: Any) -> Iterator[AirbyteMessage]:
+        yield from deliver_persons(reader, window, run)
+
+    def export_floor(self, part: ProjectRead) -> Any:
+        """Persons changed last long before anchor_date are persons all the same: a first read
+        starts when the project was created (its `created_at`), or at anchor_date if that is earlier."""
+        try:
+            _, body = part.client.get(part.project_url)
+            created = parse_timestamp(orjson.loads(body)["created_at"])
+        except (ClientError, RetriesExhausted, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            self.logger.warning(
+                f"Stream persons, project {part.project_id}: the project's created_at cannot be read ({type(error).__name__}); "
+                f"persons exports start at anchor_date, so persons last changed before it are not read."
+            )
+            return self.config.anchor_date
+        return min(created.start_of("day"), self.config.anchor_date)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -60,7 +98,7 @@ class Persons(PostHogStream):
         """Either scope reads persons: `query:read` the fast way, `person:read` the REST list."""
         return (QUERY_SCOPE, REST_SCOPE)
 
-    def read_project(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
+    def read_over_hogql(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
         yield from self.reader_for(part).read(part)
 
     def reader_for(self, part: ProjectRead) -> "PersonsOverHogQL | PersonsRestList":
@@ -130,7 +168,7 @@ class Persons(PostHogStream):
         """A HogQL checkpoint (`{"after": id, "project_id": …}`), a REST one (`{"next": path}`), or
         the completed state (read everything again). A checkpoint of another project is dropped."""
         value = require_mapping(value, self.name)
-        if "after" not in value or value == FULL_REFRESH_COMPLETE:
+        if exports.STATE_MARK in value or "after" not in value or value == FULL_REFRESH_COMPLETE:
             return super().trusted_state(project_id, value)
         written_for = value.get("project_id")
         if written_for is not None and written_for != project_id:

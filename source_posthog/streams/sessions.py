@@ -1,4 +1,5 @@
-"""`sessions`: PostHog's HogQL `sessions` table, read by the ingestion time of the sessions' events.
+"""`sessions`: PostHog's HogQL `sessions` table, read by the ingestion time of the sessions' events
+(with `export_mode: file_download`, PostHog's sessions exports on the same time: `streams/exported.py`).
 
 A session row is an aggregate of its events, so it changes whenever one of them arrives, and a late
 event (an old `timestamp`, ingested now) can extend or create a session that started long before.
@@ -33,6 +34,8 @@ from source_posthog.api.sessions_plan import InvalidSessionsState, SessionsCount
 from source_posthog.api.timestamps import parse_timestamp, to_utc_iso
 from source_posthog.http import error_detail, is_query_timeout
 from source_posthog.state import StateError, not_in_future
+from source_posthog.api import exports
+from source_posthog.streams.exported import ExportedStream
 from source_posthog.streams.base import IncrementalStream, ProjectRead, malformed_response, time_counts, too_slow, where
 
 CURSOR = "max_inserted_at"
@@ -40,11 +43,22 @@ REQUIRED_COLUMNS = ("session_id", "$start_timestamp", "$end_timestamp", "max_ins
 QUERY_NAMES = {SessionsCount: "airbyte_source_posthog_sessions_counts", SessionsPage: "airbyte_source_posthog_sessions"}
 
 
-class Sessions(IncrementalStream):
+class Sessions(ExportedStream, IncrementalStream):
     resource = "query"
     scope = "query:read"
     primary_key = "session_id"
     cursor_field = CURSOR
+    export_model = "sessions"
+
+    # -- export_mode file_download (streams/exported.py): windows on max_inserted_at ----------------
+    def export_record(self, line: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+        return exports.session_record(line)
+
+    def export_start_after_hogql(self, part: ProjectRead, value: Mapping[str, Any]) -> Any:
+        """The band the HogQL read was in (or had finished), less the visibility tolerance."""
+        state = self._parse(value)
+        through = state.inserted_after if state.in_pass else state.inserted_through
+        return through - timedelta(minutes=self.config.events_visibility_tolerance_minutes) if through else None
 
     # -- state ---------------------------------------------------------------------------------
     def parse_state(self, project_id: int, value: Mapping[str, Any]) -> MutableMapping[str, Any]:
@@ -69,7 +83,7 @@ class Sessions(IncrementalStream):
         return state
 
     # -- the read of one project: ask the plan, send, read, tell the plan, checkpoint ----------
-    def read_project(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
+    def read_over_hogql(self, part: ProjectRead) -> Iterator[AirbyteMessage]:
         config = self.config
         plan = SessionsPlan.begin(
             self._parse(part.resume) if part.incremental and part.resume else None,
