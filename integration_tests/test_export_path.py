@@ -24,7 +24,7 @@ import uuid
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import pytest
 import requests
@@ -101,6 +101,21 @@ def destination(stream: str, key: str, *results: SyncResult) -> Dict[Any, Mappin
     return held
 
 
+def once_after_the_first_link(monkeypatch: pytest.MonkeyPatch, action: Callable[[str], Any]) -> None:
+    """`action(run_id)` once, right after the connector is given its first download link."""
+    link = ExportReader._link
+    done: List[str] = []
+
+    def link_then_act_once(reader: ExportReader, window: Any, file_id: str) -> str:
+        location = link(reader, window, file_id)
+        if not done:
+            action(window.run_id)
+            done.append(window.run_id)
+        return location
+
+    monkeypatch.setattr(ExportReader, "_link", link_then_act_once)
+
+
 def runs_per_window(emulator: Any) -> Counter:
     return Counter((run["model"], run["data_interval_start"]) for run in emulator.exports()["runs"])
 
@@ -160,17 +175,7 @@ def test_given_an_expired_link_when_a_file_is_fetched_then_a_new_link_is_asked_f
     start_emulator: Any, workspace: Any, in_process: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emulator = start_emulator(events=2_000, seed=42, exports=FAST)
-    link = ExportReader._link
-    expired: List[str] = []
-
-    def link_that_expires_once(reader: ExportReader, window: Any, file_id: str) -> str:
-        location = link(reader, window, file_id)
-        if not expired:  # the link is past its hour before the connector fetches it
-            emulator.expire_export_links(window.run_id)
-            expired.append(file_id)
-        return location
-
-    monkeypatch.setattr(ExportReader, "_link", link_that_expires_once)
+    once_after_the_first_link(monkeypatch, emulator.expire_export_links)  # past its hour before the fetch
     ws = workspace(emulator)
     result = in_process.read(config(ws.directory, emulator), catalog(ws.directory, ["events"]))
 
@@ -367,17 +372,7 @@ def test_given_files_past_their_lifecycle_when_downloaded_then_the_window_is_exp
     start_emulator: Any, workspace: Any, in_process: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emulator = start_emulator(events=1_500, seed=54, exports=FAST)
-    link = ExportReader._link
-    expired: List[str] = []
-
-    def link_whose_files_expire_once(reader: ExportReader, window: Any, file_id: str) -> str:
-        location = link(reader, window, file_id)
-        if not expired:  # the object is removed by the bucket's lifecycle before the fetch
-            emulator.expire_export_files(window.run_id)
-            expired.append(window.run_id)
-        return location
-
-    monkeypatch.setattr(ExportReader, "_link", link_whose_files_expire_once)
+    once_after_the_first_link(monkeypatch, emulator.expire_export_files)  # removed by the bucket's lifecycle
     ws = workspace(emulator)
     result = in_process.read(config(ws.directory, emulator), catalog(ws.directory, ["events"]))
 
