@@ -11,6 +11,8 @@
   waits in the HTTP policy; a key without batch_export scopes is read over HogQL, said in one line.
 - Kills at random moments: each resumed sync polls the runs its state holds (no window's run is
   started twice) and nothing is lost.
+- Three projects (UTC, Asia/Kolkata, empty) through exports: each equals its own ground truth, a
+  state per project, no HogQL query.
 
 The emulator's export timeline is scaled by 0.01 (a run takes ~0.1 s; the wait past the interval
 end 0.6 s) and the connector polls every 0.05 s.
@@ -23,13 +25,14 @@ import random
 import uuid
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import pytest
 import requests
 
-from integration_tests.conftest import ANCHOR_DATE, SUBPROCESS_ENV, error_messages
+from integration_tests.conftest import ANCHOR_DATE, BASE_TIME, SUBPROCESS_ENV, error_messages
 from integration_tests.test_sessions_changes import differences, posthog_sessions
 from source_posthog import seams, settings
 from source_posthog.api.exports import PERSON_UUIDV5_NAMESPACE
@@ -381,3 +384,30 @@ def test_given_files_past_their_lifecycle_when_downloaded_then_the_window_is_exp
     (window,) = [window for window, count in runs_per_window(emulator).items() if count > 1]
     assert runs_per_window(emulator)[window] == 2, "the window whose files expired is exported once more"
     assert [entry["error_code"] for entry in emulator.object_store_requests() if entry["status"] == 403] == ["AccessDenied"]
+
+
+def test_given_three_projects_when_read_through_exports_fully_then_incrementally_then_each_project_equals_its_ground_truth(
+    start_emulator: Any, tmp_path: Path
+) -> None:
+    # Project 4 is in Asia/Kolkata (its windows and files in UTC all the same), project 5 is empty.
+    from integration_tests.test_several_projects import PROJECTS, kolkata_events
+
+    emulator = start_emulator(events=1_500, seed=57, exports=FAST)
+    emulator.add_events(kolkata_events(300, BASE_TIME - timedelta(days=3), seed=5), project_id=PROJECTS[1])
+    cfg = config(tmp_path, emulator, additional_project_ids=list(PROJECTS[1:]))
+    cat = catalog(tmp_path, ["events", "persons"])
+    full = run_sync(cfg, cat, env=ENV)
+    assert full.returncode == 0, error_messages(full)
+    emulator.add_events(kolkata_events(30, BASE_TIME - timedelta(days=1), seed=6, ingested_now=True), project_id=PROJECTS[1])
+    emulator.mutate(new_events=25, late_events=10, late_events_max_age_days=2)
+    time.sleep(1.5)  # past the 1 s ingestion lag
+    incremental = run_sync(cfg, cat, state=write_state(tmp_path, full.states), env=ENV)
+    assert incremental.returncode == 0, error_messages(incremental)
+
+    for project in PROJECTS:
+        events = [record["uuid"] for result in (full, incremental) for record in result.records.get("events", []) if record["project_id"] == project]
+        assert sorted(events) == sorted(emulator.ground_truth("events", project_id=project)), f"project {project}: every event once"
+        persons = {record["id"] for result in (full, incremental) for record in result.records.get("persons", []) if record["project_id"] == project}
+        assert persons == set(emulator.ground_truth("persons", project_id=project)), f"project {project}"
+    assert set(full.states["events"]) == {str(project) for project in PROJECTS}, "one export state per project"
+    assert not connector_queries(emulator), "no HogQL query in any project"
