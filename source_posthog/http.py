@@ -23,9 +23,10 @@ import threading
 import time
 import weakref
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 import urllib3
 from airbyte_cdk.models import FailureType
@@ -39,7 +40,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_posthog import seams, settings
 from source_posthog.cdk_internals import RETRY_EXTRA_SECONDS
-from source_posthog.api import errors
+from source_posthog.api import errors, scopes
 from source_posthog.api.errors import Outcome
 
 if TYPE_CHECKING:
@@ -522,3 +523,14 @@ class Clients:
             accepts_redirect,
         )
         return client
+
+
+def key_scopes(client: PostHogClient, base_url: str) -> Optional[List[str]]:
+    """The key's scopes as PostHog describes the key itself (`GET @current`: one request, no scope
+    needed, docs/posthog-api.md § 12.1); None where the server cannot say (older or self-hosted
+    versions) or the answer is not a description."""
+    try:
+        _, body = client.get(f"{base_url}{scopes.CURRENT_KEY_PATH}")
+        return scopes.granted_scopes(orjson.loads(body))
+    except (ClientError, RetriesExhausted, orjson.JSONDecodeError):
+        return None

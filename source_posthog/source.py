@@ -6,7 +6,6 @@ import json
 import logging
 from typing import Any, Dict, Iterator, List, Mapping, MutableMapping, Optional, Tuple
 
-import orjson
 import requests
 from airbyte_cdk.models import (
     AirbyteCatalog,
@@ -34,7 +33,7 @@ from source_posthog import settings
 from source_posthog.api import envelopes, exports, scopes
 from source_posthog.cdk_internals import CDK_SUMMARY_PREFIX, install_log_filters
 from source_posthog.config import ConfigError, PostHogConfig, config_warnings, parse_config, validate_against_spec
-from source_posthog.http import ClientError, Clients, RetriesExhausted, build_api_budget
+from source_posthog.http import ClientError, Clients, RetriesExhausted, build_api_budget, key_scopes
 from source_posthog.state import StateError, blob_to_dict, split_by_project, stream_states_of
 from source_posthog.streams import STREAM_CLASSES
 from source_posthog.progress import sync_summary
@@ -148,11 +147,7 @@ class SourcePosthog(AbstractSource):
         """The key's scopes as PostHog describes the key itself (one request, no scope needed);
         None where the server cannot say (older or self-hosted versions): then one probe per stream."""
         client = self.clients(posthog).client("scopes", "", posthog.project_id, read_timeout_seconds=min(posthog.request_timeout_seconds, 30))
-        try:
-            _, body = client.get(f"{posthog.base_url}{scopes.CURRENT_KEY_PATH}")
-            return scopes.granted_scopes(orjson.loads(body))
-        except (ClientError, RetriesExhausted, orjson.JSONDecodeError):
-            return None
+        return key_scopes(client, posthog.base_url)
 
     def _warn_about_fields(self, config: Mapping[str, Any], logger: logging.Logger) -> None:
         known = self.spec(logger).connectionSpecification.get("properties", {})

@@ -32,7 +32,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from source_posthog import settings
 from source_posthog.api.hogql import KeysetPosition, created_minutes_count_query, events_count_query, events_page_query
-from source_posthog.api.timestamps import parse_timestamp, utc_iso
+from source_posthog.api.timestamps import parse_timestamp, state_timestamp, utc_iso
 
 MICROSECOND = timedelta(microseconds=1)
 HOUR = timedelta(hours=1)
@@ -472,12 +472,7 @@ def _timestamp(state: Mapping[str, Any], key: str) -> datetime:
     value = state.get(key)
     if value is None:
         raise InvalidEventsState(f"has no '{key}' (keys: {', '.join(sorted(state)) or 'none'})")
-    if not isinstance(value, str):
-        raise InvalidEventsState(f"'{key}' must be an ISO-8601 timestamp string, got {type(value).__name__}")
-    try:
-        return parse_timestamp(value)
-    except ValueError:
-        raise InvalidEventsState(f"'{key}' = {value[:40]!r} is not an ISO-8601 timestamp")
+    return state_timestamp(state, key, InvalidEventsState)
 
 
 def _uuid_or_none(value: Any) -> Optional[str]:

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from source_posthog import settings
-from source_posthog.api.timestamps import parse_timestamp, utc_iso
+from source_posthog.api.timestamps import parse_timestamp, state_timestamp, utc_iso
 
 RESOURCE = "file_download_batch_exports"
 WRITE_SCOPE, READ_SCOPE = "batch_export:write", "batch_export:read"
@@ -184,13 +184,7 @@ class ExportState:
 
 
 def _moment(value: Mapping[str, Any], key: str) -> datetime:
-    text = value.get(key)
-    if not isinstance(text, str):
-        raise InvalidExportState(f"'{key}' is not an ISO-8601 timestamp")
-    try:
-        return parse_timestamp(text)
-    except (ValueError, TypeError) as error:
-        raise InvalidExportState(f"'{key}' = {text[:40]!r} is not an ISO-8601 timestamp ({type(error).__name__})")
+    return state_timestamp(value, key, InvalidExportState)
 
 
 def plan_windows(state: ExportState, upper: datetime, width: timedelta = settings.EXPORT_WINDOW_MAX) -> List[Window]:

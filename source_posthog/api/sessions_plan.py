@@ -34,7 +34,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from source_posthog.api.events_plan import COUNT_ROWS_MAX, HOUR, MICROSECOND, WINDOW_FILL, Window, pack_windows
 from source_posthog.api.hogql import SessionPosition, sessions_count_query, sessions_page_query
-from source_posthog.api.timestamps import parse_timestamp, utc_iso
+from source_posthog.api.timestamps import state_timestamp, utc_iso
 
 SESSION_MAX_LENGTH = timedelta(hours=24)  # PostHog ends a session after 24 hours (docs/posthog-api.md § 11.3)
 PAGE_SIZE_MIN = 500
@@ -208,13 +208,7 @@ class SessionsPlan:
 
 
 def _timestamp(value: Mapping[str, Any], key: str) -> datetime:
-    raw = value.get(key)
-    if not isinstance(raw, str):
-        raise InvalidSessionsState(f"'{key}' must be an ISO-8601 timestamp string, got {type(raw).__name__}")
-    try:
-        return parse_timestamp(raw)
-    except ValueError:
-        raise InvalidSessionsState(f"'{key}' = {raw[:40]!r} is not an ISO-8601 timestamp")
+    return state_timestamp(value, key, InvalidSessionsState)
 
 
 def _session_id(raw: Any) -> Optional[str]:

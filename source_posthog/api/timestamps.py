@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import pendulum
 
@@ -37,3 +37,14 @@ def to_utc_iso(value: str) -> str:
     if len(value) == 27 and value[-1] == "Z" and value[10] == "T":
         return value
     return utc_iso(parse_timestamp(value))
+
+
+def state_timestamp(state: Mapping[str, Any], key: str, invalid: Callable[[str], Exception]) -> pendulum.DateTime:
+    """`state[key]` as a timestamp; raises `invalid(why)` when it is not an ISO-8601 string."""
+    value = state.get(key)
+    if not isinstance(value, str):
+        raise invalid(f"'{key}' must be an ISO-8601 timestamp string, got {type(value).__name__}")
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        raise invalid(f"'{key}' = {value[:40]!r} is not an ISO-8601 timestamp") from None

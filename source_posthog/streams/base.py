@@ -55,7 +55,7 @@ from source_posthog.api import envelopes, hogql
 from source_posthog.api.envelopes import MalformedBody
 from source_posthog.cdk_internals import FULL_REFRESH_COMPLETE, NO_CURSOR_STATE, ProjectStatesCursor
 from source_posthog.config import PostHogConfig
-from source_posthog.http import ClientError, Clients, PostHogClient, Usage, where
+from source_posthog.http import ClientError, Clients, PostHogClient, Usage, key_scopes, where
 from source_posthog.progress import Progress, estimate_message
 from source_posthog.api.timestamps import parse_timestamp, utc_iso
 from source_posthog.state import ProjectStates, StateError, not_in_future, split_by_project, state_timestamp
@@ -132,6 +132,10 @@ class ProjectRead:
 
     def new_client(self, **options: Any) -> PostHogClient:
         return self.stream.sync.clients.client(self.stream.name, self.stream.scope, self.project_id, usage=self.usage, **options)
+
+    def key_scopes(self) -> Optional[List[str]]:
+        """The key's scopes as PostHog describes it (`http.key_scopes`), None where it cannot say."""
+        return key_scopes(self.new_client(read_timeout_seconds=min(self.config.request_timeout_seconds, 30)), self.config.base_url)
 
     def get_body(self, url: str, params: Optional[Mapping[str, Any]] = None, **decode: Any) -> Dict[str, Any]:
         """GET a list page and check its envelope (`envelopes.decode_body`)."""

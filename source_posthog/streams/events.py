@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Iterator, Mapping, MutableMapping, Optional, Tuple
 
 import pendulum
@@ -47,11 +48,12 @@ class Events(ExportedStream, IncrementalStream):
         """An export line as the HogQL path's record; an event older than anchor_date (ingested
         after it) is left out, as over HogQL."""
         record = exports.event_record(line)
-        if self._anchor_iso is None:
-            self._anchor_iso = utc_iso(self.config.anchor_date)  # the same text form as the record's: compared as strings
         return record if record["timestamp"] >= self._anchor_iso else None
 
-    _anchor_iso: Optional[str] = None
+    @cached_property
+    def _anchor_iso(self) -> str:
+        """anchor_date in the records' text form (compared as strings)."""
+        return utc_iso(self.config.anchor_date)
 
     def export_start_after_hogql(self, part: ProjectRead, value: Mapping[str, Any]) -> Any:
         """Every event not yet delivered over HogQL was ingested after the earlier of its cursor and

@@ -33,7 +33,7 @@ import time
 import zlib
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 import orjson
 import pendulum
@@ -45,7 +45,7 @@ from source_posthog import seams, settings
 from source_posthog.api import exports, scopes
 from source_posthog.api.exports import ExportState, InvalidExportState, MalformedRun, Verdict, Window
 from source_posthog.api.timestamps import utc_iso
-from source_posthog.http import ClientError, RetriesExhausted, where
+from source_posthog.http import ClientError, where
 from source_posthog.state import StateError, not_in_future
 
 logger = logging.getLogger("airbyte")
@@ -128,7 +128,7 @@ def exports_allowed(stream: Any, part: Any) -> bool:
     sync); where the server cannot describe it, yes, and a 403 on the first run says otherwise."""
     decisions = stream.sync.decisions
     if "exports" not in decisions:
-        granted = _granted_scopes(part)
+        granted = part.key_scopes()
         decisions["exports"] = granted is None or scopes.covers(granted, exports.WRITE_SCOPE)
         if not decisions["exports"]:
             _fall_back(f"the API key's scopes ({', '.join(granted or [])}) do not include '{exports.WRITE_SCOPE}'")
@@ -140,14 +140,6 @@ def _fall_back(why: str) -> None:
         f"export_mode file_download: {why}, so events, persons and sessions are read over HogQL this sync (persons as a full refresh). "
         f"Give the personal API key the '{exports.WRITE_SCOPE}' scope (it includes '{exports.READ_SCOPE}') to read them through PostHog's exports."
     )
-
-
-def _granted_scopes(part: Any) -> Optional[List[str]]:
-    try:
-        _, body = part.new_client(read_timeout_seconds=min(part.config.request_timeout_seconds, 30)).get(f"{part.config.base_url}{scopes.CURRENT_KEY_PATH}")
-        return scopes.granted_scopes(orjson.loads(body))
-    except (ClientError, RetriesExhausted, orjson.JSONDecodeError):
-        return None
 
 
 # -- the reader -------------------------------------------------------------------------------------
@@ -217,26 +209,11 @@ class ExportReader:
             if run.verdict is Verdict.AGAIN and head.attempts < settings.EXPORT_RUN_MAX_ATTEMPTS:
                 windows[0] = self._again(head, run)
                 continue
-            if run.verdict is Verdict.AGAIN:
-                self.state = exports.with_window(self.state, head.again(attempts=0))  # a later sync tries again
+            if run.verdict in (Verdict.AGAIN, Verdict.BILLING, Verdict.FAILED):
+                # The window forgets its run, so the next sync (later, or once billing is fixed) starts it anew.
+                self.state = exports.with_window(self.state, head.again(attempts=0))
                 yield self.checkpoint()
-                raise stopped(
-                    f"Stream {self.name}: PostHog's export of project {self.part.project_id} for {utc_iso(head.start)} to {utc_iso(head.end)} "
-                    f"ended {run.status} {head.attempts} times ({run.error or 'no error given'}). Everything before it is checkpointed; "
-                    f"run the sync again later."
-                )
-            if run.verdict is Verdict.BILLING:
-                self.state = exports.with_window(self.state, head.again(attempts=0))  # once billing is fixed, a new run
-                yield self.checkpoint()
-                raise stopped(exports.billing_message(self.name, self.part.project_id), FailureType.config_error)
-            if run.verdict is Verdict.FAILED:
-                self.state = exports.with_window(self.state, head.again(attempts=0))  # the next sync starts the window anew
-                yield self.checkpoint()
-                raise stopped(
-                    f"Stream {self.name}: PostHog's export of project {self.part.project_id} for {utc_iso(head.start)} to {utc_iso(head.end)} "
-                    f"ended Failed ({run.error or 'no error given'}). Everything before it is delivered and checkpointed; "
-                    f"run the sync again to export that window anew, and report it to PostHog if it fails again."
-                )
+                raise self._ended(head, run)
             try:
                 yield from self.stream.export_deliver(self, head, run)
             except FilesExpired:
@@ -287,6 +264,21 @@ class ExportReader:
             return exports.run_status(orjson.loads(content))
         except (orjson.JSONDecodeError, MalformedRun) as error:
             raise stopped(f"Stream {self.name}: PostHog sent an unexpected answer to {where(response)} ({error}); run the sync again.", FailureType.system_error)
+
+    def _ended(self, window: Window, run: exports.RunStatus) -> AirbyteTracedException:
+        """What stops the stream once a run has ended for good (checkpointed before it)."""
+        if run.verdict is Verdict.BILLING:
+            return stopped(exports.billing_message(self.name, self.part.project_id), FailureType.config_error)
+        export = f"Stream {self.name}: PostHog's export of project {self.part.project_id} for {utc_iso(window.start)} to {utc_iso(window.end)}"
+        if run.verdict is Verdict.FAILED:
+            return stopped(
+                f"{export} ended Failed ({run.error or 'no error given'}). Everything before it is delivered and checkpointed; "
+                f"run the sync again to export that window anew, and report it to PostHog if it fails again."
+            )
+        return stopped(
+            f"{export} ended {run.status} {window.attempts} times ({run.error or 'no error given'}). Everything before it is checkpointed; "
+            f"run the sync again later."
+        )
 
     def _again(self, window: Window, run: exports.RunStatus) -> Window:
         logger.info(
@@ -455,9 +447,7 @@ def deliver_persons(
         for file_id in run.files:
             for line in reader.lines(window, file_id):
                 exports.add_person_line(persons, orjson.loads(line))
-        for person_id in list(persons):
-            for record in records_of(person_id, persons.pop(person_id)):
-                yield part.record(record)
+        yield from _person_messages(part, persons, records_of)
         return
     buckets = max(2, -(-(run.records or limit * 4) // limit))
     directory = tempfile.mkdtemp(prefix="source-posthog-persons-")
@@ -477,11 +467,18 @@ def deliver_persons(
             with open(os.path.join(directory, f"{index}.jsonl"), "rb") as file:
                 for line in file:
                     exports.add_person_line(persons, orjson.loads(line))
-            for person_id in list(persons):
-                for record in records_of(person_id, persons.pop(person_id)):
-                    yield part.record(record)
+            yield from _person_messages(part, persons, records_of)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _person_messages(
+    part: Any, persons: Dict[str, exports.PersonLines], records_of: Callable[[str, exports.PersonLines], Iterator[Dict[str, Any]]]
+) -> Iterator[AirbyteMessage]:
+    """The records of a group of persons, each person's lines let go once it is emitted."""
+    for person_id in list(persons):
+        for record in records_of(person_id, persons.pop(person_id)):
+            yield part.record(record)
 
 
 __all__ = ["ExportReader", "ExportedStream", "deliver_persons", "exports_allowed"]

@@ -114,7 +114,7 @@ class Persons(ExportedStream, PostHogStream):
     def _key_cannot_query(self, part: ProjectRead) -> bool:
         """PostHog's description of the key (one request, no scope needed, docs/posthog-api.md § 12.1);
         where a server cannot describe it (older or self-hosted versions), a one-row query."""
-        granted = self._granted_scopes(part)
+        granted = part.key_scopes()
         if granted is not None:
             if scopes.covers(granted, QUERY_SCOPE) or not scopes.covers(granted, REST_SCOPE):
                 return False
@@ -133,14 +133,6 @@ class Persons(ExportedStream, PostHogStream):
             f"Give the personal API key the '{QUERY_SCOPE}' scope to read persons through HogQL."
         )
         return True
-
-    @staticmethod
-    def _granted_scopes(part: ProjectRead) -> Optional[List[str]]:
-        try:
-            _, body = part.new_client(read_timeout_seconds=min(part.config.request_timeout_seconds, 30)).get(f"{part.config.base_url}{scopes.CURRENT_KEY_PATH}")
-            return scopes.granted_scopes(orjson.loads(body))
-        except (ClientError, RetriesExhausted, orjson.JSONDecodeError):
-            return None
 
     # -- scopes and state ----------------------------------------------------------------------
     def probe_request(self, part: ProjectRead) -> Tuple[str, str, Mapping[str, Any], Optional[Mapping[str, Any]]]:
